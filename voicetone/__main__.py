@@ -1,0 +1,3 @@
+from voicetone.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Every tunable of the service in one place.
+
+Each field can be set by a ``VOICETONE_<NAME>`` environment variable (for
+example ``VOICETONE_BROKER=kafka://kafka:9092``) and most by a CLI flag; the
+deploy manifests are checked against this model, so a setting that is not here
+does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOICETONE_", extra="ignore")
+
+    # --- Kafka ---------------------------------------------------------------
+    broker: str = Field("kafka://localhost:9092", description="Broker URL(s), comma separated; kafka:// or plain host:port")
+    app_id: str = Field("voicetone", description="Faust app id: the consumer group and the prefix of its changelog topics")
+    input_topic: str = "audio.frames"
+    segments_topic: str = "sentiment.segments"
+    aggregates_topic: str = "sentiment.aggregates"
+    calls_topic: str = "sentiment.calls"
+    dlq_topic: str = "audio.frames.dlq"
+    topic_partitions: int = Field(8, description="Partitions of the topics the worker creates if they are missing")
+    replication_factor: int = 1
+
+    # --- Kafka security ------------------------------------------------------
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: Optional[str] = None
+    sasl_password: Optional[str] = None
+    ssl_cafile: Optional[str] = None
+    ssl_certfile: Optional[str] = None
+    ssl_keyfile: Optional[str] = None
+
+    # --- consumer group timing (short values make tests join fast) -----------
+    rebalance_timeout_s: float = 60.0
+    session_timeout_s: float = 60.0
+    heartbeat_interval_s: float = 3.0
+    commit_interval_s: float = 2.0
+
+    # --- model ---------------------------------------------------------------
+    model_path: Optional[str] = Field(None, description="Checkpoint file; the bundled default model when unset")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_batch_size: int = Field(64, ge=1, description="Most windows in one model call")
+    max_batch_wait_ms: float = Field(50.0, ge=0, description="Longest a ready window waits for others to fill a batch")
+    inference_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 lets torch choose")
+
+    # --- windowing -----------------------------------------------------------
+    window_ms: int = 5000
+    hop_ms: int = 2500
+    min_last_window_ms: int = Field(1000, description="A shorter last window is dropped")
+    idle_timeout_s: float = Field(30.0, gt=0, description="A channel with no frames for this long is ended")
+    max_reorder_ms: int = Field(2000, description="Frames later than this behind the newest are dead-lettered")
+    max_gap_ms: int = Field(10000, description="A gap of missing frames longer than this is dead-lettered, not silence-filled")
+    max_frame_bytes: int = Field(1_000_000, description="Frames larger than this are dead-lettered")
+    max_frame_ms: int = Field(5000, description="Frames holding more audio than this are dead-lettered")
+    max_active_channels: int = Field(20000, ge=1, description="Cap on open (call, channel) states per worker")
+
+    # --- operations ----------------------------------------------------------
+    metrics_host: str = Field("127.0.0.1", description="Bind address of /metrics, /healthz, /readyz")
+    metrics_port: int = Field(0, description="0 disables the HTTP endpoint")
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    def broker_list(self) -> str:
+        """Broker URL as confluent-kafka's bootstrap.servers wants it."""
+        return ",".join(part.split("://", 1)[-1] for part in self.broker.split(","))
+
+    def kafka_url(self) -> str:
+        """Broker URL as Faust wants it."""
+        return ";".join(
+            p if "://" in p else f"kafka://{p}" for p in (s.strip() for s in self.broker.split(","))
+        )
+
+    def confluent_config(self) -> dict:
+        """Client settings for confluent-kafka (replay, watch, tools)."""
+        conf: dict = {"bootstrap.servers": self.broker_list(), "security.protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            conf.update({
+                "sasl.mechanism": self.sasl_mechanism,
+                "sasl.username": self.sasl_username or "",
+                "sasl.password": self.sasl_password or "",
+            })
+        if self.security_protocol.endswith("SSL"):
+            if self.ssl_cafile:
+                conf["ssl.ca.location"] = self.ssl_cafile
+            if self.ssl_certfile:
+                conf["ssl.certificate.location"] = self.ssl_certfile
+            if self.ssl_keyfile:
+                conf["ssl.key.location"] = self.ssl_keyfile
+        return conf
