@@ -1,0 +1,223 @@
+"""5 s training windows cut from manifest recordings.
+
+The deployed model sees 5 s segments, so training does too: a long
+recording contributes several windows (fixed hops, or fresh random crops
+every epoch), a short clip one window that the collate pads. Decoded and
+resampled recordings stay in a bounded LRU cache because windows of the
+same recording are read many times per epoch.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from model.data.manifest import ManifestEntry
+from schemas.wav import WavError, read_wav
+
+Augment = Callable[[np.ndarray, np.random.Generator], Any]
+
+
+def resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """Resample [.., n] audio; the project's resampler when present, else polyphase."""
+    if src == dst:
+        return x
+    try:
+        from schemas.resample import resample as project_resample
+    except ImportError:
+        project_resample = None
+    if project_resample is not None:
+        return np.asarray(project_resample(x, src, dst), dtype=np.float32)
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(dst, src)
+    return resample_poly(x, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
+
+
+def wav_duration(path: str | Path) -> float:
+    """Duration in seconds from the WAV header alone (no decoding), for window counts."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            raise WavError(f"{path}: not a RIFF/WAVE file")
+        block = rate = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                raise WavError(f"{path}: missing fmt or data chunk")
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(size + (size & 1))
+                _, _, rate, _, block = struct.unpack("<HHIIH", fmt[:14])
+            elif cid == b"data":
+                if not rate or not block:
+                    raise WavError(f"{path}: data chunk before fmt chunk")
+                here = f.tell()
+                f.seek(0, 2)
+                size = min(size, f.tell() - here)  # truncated or streaming-written files
+                return (size // block) / rate
+            else:
+                f.seek(size + (size & 1), 1)
+
+
+class AudioCache:
+    """Bounded LRU of mono float32 recordings at one sample rate, keyed by path."""
+
+    def __init__(self, sample_rate: int, max_bytes: int = 512 << 20):
+        self.sample_rate = sample_rate
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, path: str) -> np.ndarray:
+        hit = self._items.get(path)
+        if hit is not None:
+            self._items.move_to_end(path)
+            return hit
+        rate, samples = read_wav(path)
+        mono = samples.mean(axis=0) if samples.shape[0] > 1 else samples[0]
+        audio = np.ascontiguousarray(resample(mono, rate, self.sample_rate), dtype=np.float32)
+        self._items[path] = audio
+        self._bytes += audio.nbytes
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= old.nbytes
+        return audio
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class WindowDataset(Dataset):
+    """Items are windows of ``window_s`` seconds from the entries' audio.
+
+    With ``random_crop`` each entry yields ceil(duration / window_s) items,
+    each a random crop redrawn every epoch (call ``set_epoch``); otherwise
+    fixed windows every ``hop_s`` (default ``window_s``), the last one
+    aligned to the segment's end. A window shorter than the whole segment
+    gets ``transcript=None``: the transcript describes the segment, not the
+    crop, and a mismatched transcript would teach the recogniser wrong words.
+    Sentiment and speech labels are assumed to hold throughout the segment.
+
+    ``augment(x, rng)`` is applied to each window with an RNG derived from
+    (seed, epoch, item), so augmentation is reproducible yet differs per
+    epoch. Augmented windows without a transcript are trimmed back to the
+    window length (speed perturbation lengthens them).
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[ManifestEntry],
+        sample_rate: int = 16000,
+        window_s: float = 5.0,
+        hop_s: float | None = None,
+        augment: Augment | None = None,
+        seed: int = 0,
+        random_crop: bool = True,
+        cache_bytes: int = 512 << 20,
+    ):
+        if window_s <= 0:
+            raise ValueError("window_s must be positive")
+        self.entries = list(entries)
+        self.sample_rate = sample_rate
+        self.window_s = window_s
+        self.hop_s = hop_s if hop_s is not None else window_s
+        if self.hop_s <= 0:
+            raise ValueError("hop_s must be positive")
+        self.augment = augment
+        self.seed = seed
+        self.random_crop = random_crop
+        self.epoch = 0
+        self.cache = AudioCache(sample_rate, cache_bytes)
+        self.window_n = int(round(window_s * sample_rate))
+        self._items: list[tuple[int, int]] = []  # (entry index, window number)
+        self._spans: list[tuple[float, float]] = []  # per entry (start_s, duration_s)
+        for i, entry in enumerate(self.entries):
+            start, duration = self._span(entry)
+            self._spans.append((start, duration))
+            for k in range(self._window_count(duration)):
+                self._items.append((i, k))
+
+    def _span(self, entry: ManifestEntry) -> tuple[float, float]:
+        start = entry.start_s or 0.0
+        if entry.end_s is not None:
+            return start, entry.end_s - start
+        return start, max(0.0, wav_duration(entry.audio) - start)
+
+    def _window_count(self, duration: float) -> int:
+        if duration <= self.window_s:
+            return 1
+        if self.random_crop:
+            return int(np.ceil(duration / self.window_s - 1e-9))
+        return 1 + int(np.ceil((duration - self.window_s) / self.hop_s - 1e-9))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random crops and augmentations are drawn."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def entry_index(self, item: int) -> int:
+        """The manifest entry an item was cut from."""
+        return self._items[item][0]
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        index, k = self._items[item]
+        entry = self.entries[index]
+        rng = np.random.default_rng([self.seed, self.epoch, item])
+        audio = self.cache.get(entry.audio)
+        seg_start, duration = self._spans[index]
+        a = min(len(audio), int(round(seg_start * self.sample_rate)))
+        b = min(len(audio), a + int(round(duration * self.sample_rate)))
+        segment = audio[a:b]
+        whole = len(segment) <= self.window_n
+        if whole:
+            offset = 0
+        elif self.random_crop:
+            offset = int(rng.integers(0, len(segment) - self.window_n + 1))
+        else:
+            offset = min(int(round(k * self.hop_s * self.sample_rate)), len(segment) - self.window_n)
+        window = segment[offset:offset + self.window_n].astype(np.float32, copy=True)
+        transcript = entry.transcript if whole else None
+        if self.augment is not None:
+            out = self.augment(window, rng)
+            window = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+            window = window.astype(np.float32, copy=False)
+            if transcript is None and len(window) > self.window_n:
+                window = window[: self.window_n]
+        return {
+            "audio": torch.from_numpy(np.ascontiguousarray(window)),
+            "transcript": transcript,
+            "sentiment": entry.label_index,
+            "speech": 1.0 if entry.speech else 0.0,
+            "group": dict(entry.group),
+            "index": index,
+            "start_s": seg_start + offset / self.sample_rate,
+        }
+
+
+def collate_windows(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items into a zero-padded batch with their true lengths."""
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    lengths = torch.tensor([int(it["audio"].shape[0]) for it in items], dtype=torch.long)
+    audio = torch.zeros(len(items), int(lengths.max()), dtype=torch.float32)
+    for row, it in enumerate(items):
+        audio[row, : lengths[row]] = it["audio"]
+    return {
+        "audio": audio,
+        "lengths": lengths,
+        "sentiment": torch.tensor([int(it["sentiment"]) for it in items], dtype=torch.long),
+        "speech": torch.tensor([float(it["speech"]) for it in items], dtype=torch.float32),
+        "transcripts": [it["transcript"] for it in items],
+        "groups": [it["group"] for it in items],
+        "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long),
+    }

@@ -1,0 +1,111 @@
+"""Manifest round trips and the windowed dataset built on it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model.data.dataset import WindowDataset, collate_windows, wav_duration
+from model.data.manifest import SENTIMENTS, ManifestEntry, ManifestError, read_manifest, write_manifest
+from schemas.wav import write_wav
+
+
+def test_label_order_is_fixed():
+    assert SENTIMENTS == ("positive", "neutral", "negative")
+    assert ManifestEntry(audio="a.wav", sentiment="negative").label_index == 2
+    assert ManifestEntry(audio="a.wav").label_index == -1
+    assert ManifestEntry(audio="a.wav", speech=False).label_index == -1
+
+
+def test_round_trip_keeps_fields_and_relative_paths(tmp_path):
+    (tmp_path / "clips").mkdir()
+    entries = [
+        ManifestEntry(audio=str(tmp_path / "clips" / "a.wav"), transcript="hello there", sentiment="positive",
+                      transcript_source="human", sentiment_source="pseudo", group={"voice": "f1"}, split="train"),
+        ManifestEntry(audio=str(tmp_path / "clips" / "noise.wav"), speech=False, start_s=1.0, end_s=3.5),
+    ]
+    write_manifest(tmp_path / "m.jsonl", entries)
+    lines = (tmp_path / "m.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["audio"] == "clips/a.wav"
+    assert json.loads(lines[1])["speech"] is False
+    back = read_manifest(tmp_path / "m.jsonl")
+    assert [e.model_dump() for e in back] == [e.model_dump() for e in entries]
+
+
+def test_bad_line_is_reported_with_its_number(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"audio": "a.wav"}\n\n{"audio": "b.wav", "sentiment": "happy"}\n')
+    with pytest.raises(ManifestError, match=r"m.jsonl:3: sentiment"):
+        read_manifest(path)
+    path.write_text('{"audio": "a.wav"}\n{"audio": \n')
+    with pytest.raises(ManifestError, match=r"m.jsonl:2: not valid JSON"):
+        read_manifest(path)
+
+
+def test_inconsistent_entries_are_rejected():
+    with pytest.raises(ValueError):
+        ManifestEntry(audio="a.wav", start_s=2.0, end_s=1.0)
+    with pytest.raises(ValueError):
+        ManifestEntry(audio="a.wav", speech=False, sentiment="neutral")
+
+
+def _ramp(tmp_path, name, seconds, rate):
+    x = (np.arange(int(seconds * rate)) / (seconds * rate)).astype(np.float32) * 0.9
+    write_wav(tmp_path / name, rate, x)
+    return str(tmp_path / name)
+
+
+def test_fixed_windows_cover_a_long_recording(tmp_path):
+    path = _ramp(tmp_path, "long.wav", 12.0, 8000)
+    assert wav_duration(path) == pytest.approx(12.0)
+    ds = WindowDataset([ManifestEntry(audio=path, sentiment="neutral", transcript="words")],
+                       window_s=5.0, hop_s=2.5, random_crop=False)
+    assert len(ds) == 4  # starts 0, 2.5, 5.0, 7.0 (last aligned to the end)
+    starts = [ds[i]["start_s"] for i in range(len(ds))]
+    assert starts == pytest.approx([0.0, 2.5, 5.0, 7.0], abs=1e-3)
+    item = ds[3]
+    assert item["audio"].shape == (80000,)
+    assert item["transcript"] is None  # a crop does not carry the whole transcript
+    assert item["sentiment"] == 1
+    # resampled 8 kHz ramp: the last window ends at the ramp's end
+    assert float(item["audio"][-100:].mean()) == pytest.approx(0.9, abs=0.01)
+
+
+def test_random_crops_change_per_epoch_and_short_clips_pad(tmp_path):
+    long = _ramp(tmp_path, "long.wav", 11.0, 16000)
+    short = _ramp(tmp_path, "short.wav", 2.0, 16000)
+    entries = [ManifestEntry(audio=long, sentiment="positive"),
+               ManifestEntry(audio=short, transcript="hi", speech=True, group={"voice": "m"})]
+    ds = WindowDataset(entries, random_crop=True, seed=3)
+    assert len(ds) == 4  # ceil(11/5) crops + 1 short clip
+    first = [ds[i]["start_s"] for i in range(3)]
+    ds.set_epoch(1)
+    second = [ds[i]["start_s"] for i in range(3)]
+    assert first != second
+    assert all(0.0 <= s <= 6.0 for s in first + second)
+    batch = collate_windows([ds[0], ds[3]])
+    assert batch["audio"].shape == (2, 80000)
+    assert batch["lengths"].tolist() == [80000, 32000]
+    assert torch.all(batch["audio"][1, 32000:] == 0)
+    assert batch["sentiment"].tolist() == [0, -1]
+    assert batch["transcripts"] == [None, "hi"]
+    assert batch["groups"][1] == {"voice": "m"}
+
+
+def test_segment_bounds_and_augment_are_applied(tmp_path):
+    path = _ramp(tmp_path, "long.wav", 10.0, 16000)
+    seen = []
+
+    def gain(x, rng):
+        seen.append(rng.random())
+        return torch.from_numpy(np.concatenate([x * 0.5, x[:100]]))
+
+    ds = WindowDataset([ManifestEntry(audio=path, start_s=4.0, end_s=6.0, transcript="mid")], augment=gain)
+    item = ds[0]
+    assert item["transcript"] == "mid"
+    assert item["audio"].shape == (32000 + 100,)  # whole segment: augmented length kept
+    assert float(item["audio"][0]) == pytest.approx(0.5 * 0.9 * 0.4, abs=1e-3)
+    assert len(ds.cache) == 1
