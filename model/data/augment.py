@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from scipy.signal import butter, fftconvolve, resample_poly, sosfiltfilt
 
+from schemas.resample import resample
+
 _EPS = 1e-12
 
 
@@ -231,12 +233,12 @@ def telephone_channel(x, sample_rate: int, codec: str = "mulaw") -> np.ndarray:
     n = len(x)
     if n == 0:
         return x.copy()
-    narrow = resample_poly(x, 8000, sample_rate) if sample_rate != 8000 else x.astype(np.float64)
+    narrow = resample(x, sample_rate, 8000).astype(np.float64)
     if len(narrow) > 27:  # sosfiltfilt needs a few samples of padding
         sos = butter(4, [300.0, 3400.0], btype="bandpass", fs=8000, output="sos")
         narrow = sosfiltfilt(sos, narrow)
     narrow = g711_decode(g711_encode(np.clip(narrow, -1.0, 1.0), codec), codec)
-    back = resample_poly(narrow, sample_rate, 8000) if sample_rate != 8000 else narrow
+    back = resample(narrow, 8000, sample_rate)
     back = np.asarray(back, dtype=np.float32)
     if len(back) < n:
         back = np.pad(back, (0, n - len(back)))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,25 +19,17 @@ import torch
 from torch.utils.data import Dataset
 
 from model.data.manifest import ManifestEntry
+from schemas.resample import resample as project_resample
 from schemas.wav import WavError, read_wav
 
 Augment = Callable[[np.ndarray, np.random.Generator], Any]
 
 
 def resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
-    """Resample [.., n] audio; the project's resampler when present, else polyphase."""
+    """Resample mono audio with the project's resampler, the one inference uses too."""
     if src == dst:
-        return x
-    try:
-        from schemas.resample import resample as project_resample
-    except ImportError:
-        project_resample = None
-    if project_resample is not None:
-        return np.asarray(project_resample(x, src, dst), dtype=np.float32)
-    from scipy.signal import resample_poly
-
-    ratio = Fraction(dst, src)
-    return resample_poly(x, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
+        return np.asarray(x, dtype=np.float32)
+    return np.asarray(project_resample(x, src, dst), dtype=np.float32)
 
 
 def wav_duration(path: str | Path) -> float:
