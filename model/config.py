@@ -1,0 +1,83 @@
+"""Every architecture and loss hyper-parameter of the voice tone model in one dataclass.
+
+The config travels inside each checkpoint (as a plain dict), so a checkpoint
+always rebuilds the exact network it was trained as; its hash names the
+untrained fallback model so two untrained builds are recognisably the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    # --- features (log-mel) ---
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_mels: int = 80
+
+    # --- front end ---
+    frontend: str = "ssl"  # "ssl" (our own, pretrained here) or "hf" (a local transformers model)
+    hf_path: str | None = None
+    conv_channels: int = 32
+    d_model: int = 144
+    frontend_layers: int = 4
+    heads: int = 4
+    ffn_mult: int = 4
+    dropout: float = 0.1
+
+    # --- HuBERT-style masked prediction pretraining ---
+    n_clusters: int = 64
+    n_mfcc: int = 13
+    mask_prob: float = 0.08  # chance a frame starts a masked span
+    mask_span: int = 10  # in subsampled (40 ms) frames
+
+    # --- ASR branch ---
+    asr_layers: int = 2
+    decoder_layers: int = 2
+    ctc_weight: float = 0.3
+    label_smoothing: float = 0.1
+    max_text_len: int = 160
+
+    # --- classifier branch ---
+    cls_attn_dim: int = 64
+    cls_hidden: int = 128
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        """Build from a dict, ignoring unknown keys so older checkpoints keep loading."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000))
+
+    @property
+    def win_length(self) -> int:
+        return int(round(self.sample_rate * self.win_ms / 1000))
+
+
+def tiny_config(**overrides: Any) -> ModelConfig:
+    """A very small network for tests and smoke runs (same architecture, fewer units)."""
+    base = dict(n_mels=40, conv_channels=8, d_model=32, frontend_layers=1, heads=2, ffn_mult=2,
+                dropout=0.0, n_clusters=16, asr_layers=1, decoder_layers=1, cls_attn_dim=16,
+                cls_hidden=32, max_text_len=80)
+    base.update(overrides)
+    return ModelConfig(**base)

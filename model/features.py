@@ -1,0 +1,133 @@
+"""Log-mel features computed in torch, on whatever device the model runs on.
+
+Features are part of the model (not a preprocessing step) so that a batch of
+raw windows goes to the GPU once. Frames are taken without centre padding
+(``center=False``) and samples past each window's length are zeroed, so a
+window's features do not depend on how much padding its batch added -- the
+streaming worker batches windows of different lengths.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def hz_to_mel(f):
+    """HTK mel scale."""
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz(m):
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
+                   f_max: float | None = None) -> np.ndarray:
+    """Triangular HTK mel filters, [n_fft // 2 + 1, n_mels], float64, unnormalised peaks of 1."""
+    f_max = sample_rate / 2 if f_max is None else f_max
+    freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
+    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
+    up = (freqs[:, None] - lower[None, :]) / (centre - lower)[None, :]
+    down = (upper[None, :] - freqs[:, None]) / (upper - centre)[None, :]
+    return np.maximum(0.0, np.minimum(up, down))
+
+
+def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Orthonormal DCT-II as a [n_in, n_out] matrix (MFCC = log-mel @ this)."""
+    n = np.arange(n_in)[:, None]
+    k = np.arange(n_out)[None, :]
+    m = np.cos(math.pi / n_in * (n + 0.5) * k) * math.sqrt(2.0 / n_in)
+    m[:, 0] /= math.sqrt(2.0)
+    return m
+
+
+def length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """Bool [B, size], True at valid positions."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def masked_mean_var_norm(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-utterance, per-channel mean/variance normalisation over valid frames only; pads become 0."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    count = m.sum(dim=1, keepdim=True).clamp(min=1.0)
+    mean = (x * m).sum(dim=1, keepdim=True) / count
+    var = (((x - mean) * m) ** 2).sum(dim=1, keepdim=True) / count
+    return (x - mean) / torch.sqrt(var + eps) * m
+
+
+class LogMel(nn.Module):
+    """[B, T] waveform (+ lengths) -> ([B, frames, n_mels] log-mel, frame lengths)."""
+
+    def __init__(self, sample_rate: int = 16000, n_fft: int = 512, win_ms: float = 25.0,
+                 hop_ms: float = 10.0, n_mels: int = 80, normalize: bool = True, eps: float = 1e-6):
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.n_fft = n_fft
+        self.win_length = int(round(sample_rate * win_ms / 1000))
+        self.hop_length = int(round(sample_rate * hop_ms / 1000))
+        self.n_mels = n_mels
+        self.normalize = normalize
+        self.eps = eps
+        if self.win_length > n_fft:
+            raise ValueError("window longer than n_fft")
+        # derived from the config, so not part of the state dict
+        self.register_buffer("window", torch.hann_window(self.win_length, periodic=True), persistent=False)
+        fb = mel_filterbank(sample_rate, n_fft, n_mels)
+        self.register_buffer("fbank", torch.from_numpy(fb).float(), persistent=False)
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames fully inside each window; at least 1 so empty windows still flow through."""
+        n = torch.div(lengths - self.n_fft, self.hop_length, rounding_mode="floor") + 1
+        return n.clamp(min=1)
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None):
+        audio = audio.float()
+        b, t = audio.shape
+        if lengths is None:
+            lengths = torch.full((b,), t, dtype=torch.long, device=audio.device)
+        lengths = lengths.to(audio.device).long()
+        audio = audio * length_mask(lengths, t).to(audio.dtype)
+        if t < self.n_fft:
+            audio = nn.functional.pad(audio, (0, self.n_fft - t))
+        spec = torch.stft(audio, self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
+                          window=self.window, center=False, return_complex=True)
+        power = spec.real.pow(2) + spec.imag.pow(2)  # [B, freq, frames]
+        mel = torch.matmul(power.transpose(1, 2), self.fbank)
+        logmel = torch.log(mel + self.eps)
+        flen = self.frame_lengths(lengths).clamp(max=logmel.shape[1])
+        mask = length_mask(flen, logmel.shape[1])
+        if self.normalize:
+            logmel = masked_mean_var_norm(logmel, mask)
+        else:
+            logmel = logmel * mask.unsqueeze(-1).to(logmel.dtype)
+        return logmel, flen
+
+
+def deltas(x: torch.Tensor) -> torch.Tensor:
+    """First differences along time ([B, T, F]), edges replicated."""
+    padded = torch.cat([x[:, :1], x, x[:, -1:]], dim=1)
+    return (padded[:, 2:] - padded[:, :-2]) / 2.0
+
+
+def mfcc_with_deltas(logmel: torch.Tensor, n_mfcc: int) -> torch.Tensor:
+    """MFCC (DCT of log-mel) + deltas + delta-deltas: the k-means input for pretraining targets."""
+    dct = torch.from_numpy(dct_matrix(logmel.shape[-1], n_mfcc)).to(logmel)
+    c = logmel @ dct
+    d1 = deltas(c)
+    return torch.cat([c, d1, deltas(d1)], dim=-1)
+
+
+def pool_frames(x: torch.Tensor, lengths: torch.Tensor, factor: int):
+    """Average groups of ``factor`` frames ([B, T, F] -> [B, ceil(T/factor), F]), ignoring padding."""
+    b, t, f = x.shape
+    out_t = -(-t // factor)
+    mask = length_mask(lengths, t).to(x.dtype).unsqueeze(-1)
+    pad = out_t * factor - t
+    xs = nn.functional.pad(x * mask, (0, 0, 0, pad)).view(b, out_t, factor, f).sum(2)
+    cnt = nn.functional.pad(mask, (0, 0, 0, pad)).view(b, out_t, factor, 1).sum(2)
+    return xs / cnt.clamp(min=1.0), torch.div(lengths + factor - 1, factor, rounding_mode="floor")

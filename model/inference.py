@@ -1,0 +1,152 @@
+"""``load()`` and ``VoiceToneModel``: what the streaming worker and ``analyze`` call.
+
+``predict`` runs the cheap path (front end + ASR encoder + classifier) on a
+batch of zero-padded windows; ``transcribe`` additionally runs the decoder,
+so the cost of full decoding can be measured against it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from model.checkpoint import load_checkpoint, save_checkpoint, weights_hash
+from model.config import ModelConfig
+from model.network import VoiceToneNet
+from model.tokenizer import SENTIMENTS, CharTokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "default.pt"
+DEFAULT_CHARS = " '" + "abcdefghijklmnopqrstuvwxyz" + "0123456789"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" picks CUDA when available; "cuda" without a GPU is an error, not a silent fallback."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    return torch.device(device)
+
+
+class VoiceToneModel:
+    """A loaded network plus its tokenizer, ready for batched inference."""
+
+    sample_rate: int
+
+    def __init__(self, net: VoiceToneNet, tokenizer: CharTokenizer, version: str,
+                 device: torch.device, metrics: dict[str, Any] | None = None):
+        self.net = net.to(device).eval()
+        self.tokenizer = tokenizer
+        self.config: ModelConfig = net.cfg
+        self.sample_rate = self.config.sample_rate
+        self.version = version
+        self.device = device
+        self.metrics = metrics or {}
+        self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16
+
+    # -- construction ----------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], device: torch.device) -> "VoiceToneModel":
+        cfg = ModelConfig.from_dict(ckpt["config"])
+        if ckpt.get("vocab") is None:
+            raise ValueError("checkpoint has no vocabulary: it is a pretraining checkpoint, not a model")
+        tok = CharTokenizer(ckpt["vocab"])
+        net = VoiceToneNet(cfg, len(tok), hf_config=ckpt.get("hf_config"))
+        for part in ("frontend", "asr", "classifier"):
+            if part not in ckpt["state"]:
+                raise ValueError(f"checkpoint of stage {ckpt.get('stage')!r} lacks the {part!r} weights")
+            getattr(net, part).load_state_dict(ckpt["state"][part])
+        return cls(net, tok, ckpt["version"], device, ckpt.get("metrics"))
+
+    @classmethod
+    def untrained(cls, cfg: ModelConfig | None = None, device: torch.device | str = "cpu",
+                  seed: int = 0) -> "VoiceToneModel":
+        """The real architecture with deterministic random weights (no trained model yet)."""
+        cfg = cfg or ModelConfig()
+        tok = CharTokenizer.build([DEFAULT_CHARS])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = VoiceToneNet(cfg, len(tok))
+        return cls(net, tok, f"untrained-{cfg.hash()}", resolve_device(device))
+
+    def save(self, path: str | Path, name: str = "voicetone", metrics: dict[str, Any] | None = None) -> dict:
+        """Write a full inference checkpoint (stage "classifier")."""
+        hf = self.net.frontend.config_dict() if self.config.frontend == "hf" else None
+        return save_checkpoint(path, stage="classifier", name=name, config=self.config.to_dict(),
+                               parts={"frontend": self.net.frontend, "asr": self.net.asr,
+                                      "classifier": self.net.classifier},
+                               vocab=self.tokenizer.vocab, metrics=metrics or self.metrics, hf_config=hf)
+
+    # -- inference ---------------------------------------------------------------------
+    def _inputs(self, batch, lengths) -> tuple[torch.Tensor, torch.Tensor]:
+        audio = torch.as_tensor(np.asarray(batch) if not isinstance(batch, torch.Tensor) else batch)
+        if audio.ndim == 1:
+            audio = audio[None]
+        if audio.ndim != 2:
+            raise ValueError(f"expected a [batch, samples] array, got shape {tuple(audio.shape)}")
+        audio = audio.to(self.device, torch.float32, non_blocking=True)
+        if lengths is None:
+            lens = torch.full((audio.shape[0],), audio.shape[1], dtype=torch.long)
+        else:
+            lens = torch.as_tensor(np.asarray(lengths) if not isinstance(lengths, torch.Tensor) else lengths)
+            lens = lens.long().clamp(0, audio.shape[1])
+            if lens.shape != (audio.shape[0],):
+                raise ValueError("lengths must have one entry per window")
+        return torch.nan_to_num(audio), lens.to(self.device)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+    def predict(self, batch, lengths: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Windows [B, samples] at 16 kHz -> (speech probability [B], sentiment [B, 3] pos/neu/neg)."""
+        audio, lens = self._inputs(batch, lengths)
+        if audio.shape[0] == 0:
+            return np.zeros(0, np.float32), np.zeros((0, 3), np.float32)
+        with torch.inference_mode(), self._autocast():
+            speech, sentiment = self.net(audio, lens)
+        return speech.float().cpu().numpy(), sentiment.float().cpu().numpy()
+
+    def transcribe(self, batch, lengths: Sequence[int] | None = None, beam: int = 1) -> list[tuple[str, str]]:
+        """Full decoding: [(sentiment label, transcript)] per window."""
+        audio, lens = self._inputs(batch, lengths)
+        if audio.shape[0] == 0:
+            return []
+        sids = self.tokenizer.sentiment_ids
+        with torch.inference_mode(), self._autocast():
+            enc, mask = self.net.encode(audio, lens)
+            if beam > 1:
+                seqs = self.net.asr.beam_decode(enc, mask, sids, beam=beam)
+            else:
+                seqs = self.net.asr.greedy_decode(enc, mask, sids)
+        out = []
+        for s in seqs:
+            sentiment, text = self.tokenizer.decode(s)
+            out.append((sentiment or SENTIMENTS[1], text))
+        return out
+
+    def weights_hash(self) -> str:
+        return weights_hash({p: getattr(self.net, p).state_dict() for p in ("frontend", "asr", "classifier")})
+
+
+def load(path: str | Path | None = None, device: str | torch.device = "auto") -> VoiceToneModel:
+    """Load a classifier-stage checkpoint; ``None`` = the bundled default, or, until one
+    is bundled, a deterministically seeded untrained network (with a warning)."""
+    dev = resolve_device(device)
+    if path is None:
+        if DEFAULT_CHECKPOINT.exists():
+            path = DEFAULT_CHECKPOINT
+        else:
+            model = VoiceToneModel.untrained(device=dev)
+            log.warning("no trained model at %s: using an UNTRAINED network (%s); its outputs are meaningless",
+                        DEFAULT_CHECKPOINT, model.version)
+            return model
+    ckpt = load_checkpoint(path)
+    return VoiceToneModel.from_checkpoint(ckpt, dev)
