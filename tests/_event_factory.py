@@ -48,6 +48,6 @@ def call(call_id: str, channel: str, label: str, segments: int) -> dict:
     return {
         "type": "call", "v": 1, "event_id": f"{call_id}:{channel}:call:{segments}",
         "call_id": call_id, "channel": channel, "overall": summary(label, 0, end, active_ms=end - 1000),
-        "segments": segments, "duration_ms": end, "model_version": "test-1",
+        "segments": segments, "duration_ms": end, "ended_by": "end", "model_version": "test-1",
         "emitted_at_ms": 1_700_000_000_000 + end + 500,
     }

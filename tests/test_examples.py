@@ -127,3 +127,14 @@ def test_chime_call_summary_is_completed_and_no_speech_is_failure():
     assert "voiceToneAnalysisDetails" not in silent["detail"]
     with pytest.raises(ValueError):
         to_chime_voice_tone(segment("c", "customer", 0, "neutral"))
+
+
+def test_fixture_events_match_the_contract_models():
+    """The synthetic events these tests use must be valid contract events, or the tests prove nothing."""
+    import orjson
+
+    from schemas.events import parse_event
+
+    for ev in (segment("c", "agent", 3, "negative"), aggregate("c", "agent", 3, "negative", "neutral"),
+               call("c", "agent", "positive", 4), aggregate("c", "agent", 0, "no_speech", "no_speech")):
+        assert parse_event(orjson.dumps(ev)).type == ev["type"]
