@@ -29,7 +29,8 @@ from scipy.signal import firwin, kaiser_beta
 #: 85% of the lower Nyquist (6.8 kHz at 16 kHz out, 3.4 kHz for 8 kHz input).
 STOPBAND_DB = 80.0
 TRANSITION = 0.15
-_BLOCK = 8192  # outputs computed per vectorised step (bounds temporary memory)
+_BLOCK = 8192  # outputs per gather step (bounds temporary memory)
+_FEW_PHASES = 16  # up to this many filter phases, loop over phases instead of gathering
 
 
 class _Filter:
@@ -148,9 +149,17 @@ class StreamResampler:
         windows = np.lib.stride_tricks.sliding_window_view(seg, f.ntaps)
         out = np.empty(k.size, np.float32)
         starts = hi - f.ntaps + 1 - first
-        for s in range(0, k.size, _BLOCK):
-            sl = slice(s, s + _BLOCK)
-            out[sl] = np.einsum("ij,ij->i", windows[starts[sl]], f.taps[phase[sl]])
+        if f.up <= _FEW_PHASES:
+            # Outputs k, k+L, k+2L... share a phase and step M inputs: a strided
+            # view times one tap row, no gather copy.
+            for r in range(min(f.up, k.size)):
+                cnt = len(range(r, k.size, f.up))
+                s0 = int(starts[r])
+                out[r::f.up] = windows[s0:s0 + f.down * (cnt - 1) + 1:f.down] @ f.taps[phase[r]]
+        else:
+            for s in range(0, k.size, _BLOCK):
+                sl = slice(s, s + _BLOCK)
+                out[sl] = np.einsum("ij,ij->i", windows[starts[sl]], f.taps[phase[sl]])
         self._n_out = stop
         # Keep only the history the next output can still reach.
         next_lo = (stop * f.down + f.delay) // f.up - f.ntaps + 1
