@@ -109,3 +109,24 @@ def test_segment_bounds_and_augment_are_applied(tmp_path):
     assert item["audio"].shape == (32000 + 100,)  # whole segment: augmented length kept
     assert float(item["audio"][0]) == pytest.approx(0.5 * 0.9 * 0.4, abs=1e-3)
     assert len(ds.cache) == 1
+
+
+def test_loader_with_balanced_sampler_and_augmenter(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from model.data.augment import WaveformAugmenter
+    from model.data.sampling import uniform_label_sampler
+
+    entries = [ManifestEntry(audio=_ramp(tmp_path, "long.wav", 16.0, 16000), sentiment="neutral"),
+               ManifestEntry(audio=_ramp(tmp_path, "pos.wav", 3.0, 16000), sentiment="positive", transcript="yes"),
+               ManifestEntry(audio=_ramp(tmp_path, "noise.wav", 2.0, 16000), speech=False)]
+    ds = WindowDataset(entries, augment=WaveformAugmenter(p_reverb=0.5, p_noise=0.5, p_telephone=0.5))
+    assert ds.item_labels() == [1, 1, 1, 1, 0, -1]
+    sampler = uniform_label_sampler(ds.item_labels(), 40, seed=0)
+    batches = list(DataLoader(ds, batch_size=8, sampler=sampler, collate_fn=collate_windows))
+    labels = torch.cat([b["sentiment"] for b in batches])
+    assert len(labels) == 40 and set(labels.tolist()) == {0, 1}
+    for b in batches:
+        for row, n in enumerate(b["lengths"].tolist()):
+            # cropped windows are trimmed back to 5 s; the whole 3 s clip keeps its speed-changed length
+            assert n <= 80000 if b["transcripts"][row] is None else abs(n - 48000) <= 48000 * 0.055

@@ -156,6 +156,10 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self._items)
 
+    def item_labels(self) -> list[int]:
+        """Sentiment class id of every item (-1 unknown), for the label-uniform sampler and class weights."""
+        return [self.entries[i].label_index for i, _ in self._items]
+
     def entry_index(self, item: int) -> int:
         """The manifest entry an item was cut from."""
         return self._items[item][0]
