@@ -160,7 +160,12 @@ class _SampleBuffer:
             self._lo += cut
             self.base += cut
 
+    @property
+    def nbytes(self) -> int:
+        return self._buf.nbytes
+
     def release(self) -> None:
+        self.base = self.end
         self._buf = np.zeros(0, dtype=np.float32)
         self._lo = self._hi = 0
 
@@ -225,6 +230,11 @@ class ChannelWindower:
     @property
     def held_frames(self) -> int:
         return len(self._held)
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Audio memory held (sample buffer + reorder buffer), for metrics."""
+        return self._buf.nbytes + 4 * self._held_samples
 
     # ------------------------------------------------------------------ add
     def add(self, seq: int, samples, end: bool = False, offset: Optional[int] = None) -> AddResult:
@@ -303,6 +313,8 @@ class ChannelWindower:
         if end:
             res.windows.extend(self._finish_now("end"))
             res.finished = True
+            if res.windows:  # a full window completed by the end frame is the last
+                res.windows[-1].final = True
 
     def _drain(self, res: AddResult) -> None:
         while not self.finished and self._next_seq in self._held:
@@ -317,8 +329,8 @@ class ChannelWindower:
             return
         step = self._typical or (self._held[upto][0].shape[0] if upto in self._held else 0)
         fill = min(count * step, self._max_gap)
-        self._fill(self._next_seq, upto, fill, res)
         self._lost_recent.append((self._next_seq, upto))
+        self._fill(self._next_seq, upto, fill, res)
         self.gap_samples += fill
         res.gap_samples_filled += fill
 
@@ -364,6 +376,8 @@ class ChannelWindower:
             self._drain(res)
         if not self.finished:
             res.windows.extend(self._finish_now(reason))
+        if res.windows:
+            res.windows[-1].final = True
         return res.windows
 
     def _finish_now(self, reason: str) -> list[Window]:
@@ -525,6 +539,8 @@ class ChannelRegistry:
         # ordered by last activity, oldest first: expiry pops from the front
         self._open: OrderedDict[Key, tuple[ChannelWindower, float]] = OrderedDict()
         self._ended: OrderedDict[Key, float] = OrderedDict()
+        self._last_offset: Optional[int] = None  # highest input offset seen
+        self._replayed_upto: Optional[int] = None  # last offset before a restore
 
     def __len__(self) -> int:
         return len(self._open)
@@ -543,7 +559,13 @@ class ChannelRegistry:
             offset: Optional[int] = None, now: float = 0.0) -> AddResult:
         key = (call_id, channel)
         item = self._open.get(key)
+        if offset is not None:
+            self._last_offset = offset if self._last_offset is None else max(self._last_offset, offset)
         if item is None:
+            if offset is not None and self._replayed_upto is not None and offset <= self._replayed_upto:
+                # handled before the restart and its channel was not open at
+                # the checkpoint: it ended, expired or was rejected back then
+                return AddResult(dropped_duplicate=True)
             self._forget_ended(now)
             if key in self._ended:
                 return _reject(AFTER_END, f"channel {call_id}/{channel} already ended")
@@ -590,14 +612,27 @@ class ChannelRegistry:
         offs = [o for w, _ in self._open.values() if (o := w.low_watermark_offset()) is not None]
         return min(offs) if offs else None
 
-    def checkpoint(self) -> list[dict]:
-        return [w.checkpoint() for w, _ in self._open.values()]
+    def checkpoint(self) -> dict:
+        """JSON-able state of every open channel plus the remembered ended
+        keys and the highest offset seen (frames up to it are replays later)."""
+        return {
+            "v": CHECKPOINT_VERSION,
+            "last_offset": self._last_offset,
+            "channels": [w.checkpoint() for w, _ in self._open.values()],
+            "ended": [[c, ch] for c, ch in self._ended],
+        }
 
-    def restore(self, checkpoints: list[dict], now: float = 0.0) -> None:
-        """Reopen channels from ``checkpoint()`` output (after a restart)."""
-        for cp in checkpoints:
-            w = ChannelWindower.from_checkpoint(cp, self.spec, self.max_reorder_ms, self.max_gap_ms)
+    def restore(self, cp: dict, now: float = 0.0) -> None:
+        """Reopen channels from ``checkpoint()`` output after a restart, then
+        feed the input again from ``low_watermark_offset()``."""
+        if cp.get("v") != CHECKPOINT_VERSION:
+            raise ValueError(f"unsupported checkpoint version {cp.get('v')!r}")
+        for c in cp["channels"]:
+            w = ChannelWindower.from_checkpoint(c, self.spec, self.max_reorder_ms, self.max_gap_ms)
             self._open[(w.call_id, w.channel)] = (w, now)
+        for c, ch in cp["ended"]:
+            self._remember_ended((c, ch), now)
+        self._last_offset = self._replayed_upto = cp["last_offset"]
 
     def _remember_ended(self, key: Key, now: float) -> None:
         self._ended[key] = now
