@@ -33,7 +33,10 @@ _Ms = Annotated[int, Field(ge=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Serialised events always carry every field, defaults included, so the
+    # exported schema lists them all as required.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True,
+                              json_schema_serialization_defaults_required=True)
 
 
 class Sentiment(_Strict):
