@@ -20,6 +20,11 @@ Decisions worth knowing (all documented again where they are implemented):
   ``gap_too_large`` (dead-lettered) instead of being silence-filled, so a
   corrupt ``seq`` such as 2**50 never allocates anything. The channel keeps
   waiting for the expected ``seq`` and, if it never comes, ends by idle timeout.
+* At the channel's end (``end`` frame, idle timeout, ``finish``) the shorter
+  window k = next index is emitted if it holds >= ``min_last_window_ms`` of
+  audio from its start and some audio no earlier window covered. The last
+  window emitted together with the end has ``final=True``; if the end brings
+  no new window, ``AddResult.finished`` / ``finish()`` is the only signal.
 * Crash recovery: ``checkpoint()`` is a small JSON-able dict (no audio). A
   windower rebuilt with ``from_checkpoint`` and fed the partition again from
   ``low_watermark_offset()`` re-emits exactly the windows the crashed one would
@@ -608,7 +613,9 @@ class ChannelRegistry:
         return [(key, self.finish(*key, reason=reason, now=now)) for key in list(self._open)]
 
     def low_watermark_offset(self) -> Optional[int]:
-        """Where a restarted worker must resume reading: min over channels."""
+        """Where a restarted worker must resume reading: min over channels;
+        None when no open channel needs an old frame (resume after the last
+        processed offset)."""
         offs = [o for w, _ in self._open.values() if (o := w.low_watermark_offset()) is not None]
         return min(offs) if offs else None
 
