@@ -1,0 +1,1 @@
+"""The three training stages: self-supervised pretraining, ASR, classifier."""

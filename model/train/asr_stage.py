@@ -1,0 +1,130 @@
+"""Stage 2: the ASR branch on the frozen front end, targets "<sentiment> transcript".
+
+Sentiment labels are sampled uniformly (neutral dominates real data, and a
+biased first token would bias the encoder), and SpecAugment perturbs the
+features the frozen front end sees.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.config import ModelConfig
+from model.data.augment import WaveformAugmenter, spec_augment
+from model.data.dataset import WindowDataset, collate_windows
+from model.data.manifest import SENTIMENTS, read_manifest
+from model.data.sampling import uniform_label_sampler
+from model.network import VoiceToneNet, build_frontend
+from model.tokenizer import PAD, CharTokenizer
+from model.train.common import (TrainConfig, batch_stream, entry_duration, freeze, seed_everything,
+                                select_device, summarize, to_device, train_loop, write_metrics)
+
+log = logging.getLogger(__name__)
+
+
+def pad_tokens(seqs: list[list[int]], device) -> torch.Tensor:
+    out = torch.full((len(seqs), max(map(len, seqs))), PAD, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = torch.tensor(s)
+    return out.to(device)
+
+
+def asr_entries(entries, window_s: float):
+    """Speech entries with both a transcript and a sentiment that fit in one window
+    (a crop of a longer segment would not match its transcript)."""
+    keep = [e for e in entries if e.speech and e.transcript and e.sentiment is not None]
+    fit = [e for e in keep if entry_duration(e) <= window_s + 0.05]
+    if len(fit) < len(keep):
+        log.warning("asr: skipping %d entries longer than the %.1f s window", len(keep) - len(fit), window_s)
+    return fit
+
+
+def load_frontend(init: str | None, cfg: ModelConfig | None, device):
+    """The front end from a pretrain checkpoint, or a transformers one (cfg.frontend == 'hf')."""
+    if init is not None:
+        ck = load_checkpoint(init)
+        cfg = ModelConfig.from_dict(ck["config"]) if cfg is None else cfg
+        fe = build_frontend(cfg, ck.get("hf_config"))
+        fe.load_state_dict(ck["state"]["frontend"])
+        return cfg, fe.to(device), ck.get("metrics", {}), ck.get("hf_config")
+    if cfg is None or cfg.frontend != "hf":
+        raise ValueError("asr stage needs --init (a pretrain checkpoint) or an 'hf' front end")
+    fe = build_frontend(cfg)
+    return cfg, fe.to(device), {}, fe.config_dict()
+
+
+@torch.no_grad()
+def decode_eval(net: VoiceToneNet, tok: CharTokenizer, dataset: WindowDataset, device, n: int = 32) -> dict[str, float]:
+    """Greedy-decode up to n training windows: sentiment-token accuracy and character error rate."""
+    net.eval()
+    n = min(n, len(dataset))
+    items = [dataset[i] for i in range(n)]
+    batch = to_device(collate_windows(items), device)
+    enc, mask = net.encode(batch["audio"], batch["lengths"])
+    seqs = net.asr.greedy_decode(enc, mask, tok.sentiment_ids)
+    correct, edits, chars = 0, 0, 0
+    for it, s in zip(items, seqs):
+        sentiment, text = tok.decode(s)
+        correct += sentiment == SENTIMENTS[it["sentiment"]]
+        ref = tok.decode(tok.encode(None, it["transcript"]))[1]
+        edits += levenshtein(text, ref)
+        chars += max(1, len(ref))
+    return {"decode_sentiment_acc": correct / max(1, n), "decode_cer": edits / max(1, chars), "decode_items": n}
+
+
+def levenshtein(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicetone") -> dict[str, Any]:
+    seed_everything(tc.seed)
+    device = select_device(tc.device)
+    cfg, frontend, prev_metrics, hf_config = load_frontend(tc.init, cfg, device)
+    entries = asr_entries(read_manifest(tc.manifest), tc.window_s)
+    if not entries:
+        raise ValueError(f"{tc.manifest}: no speech entries with transcript and sentiment")
+    tok = CharTokenizer.build(e.transcript for e in entries)
+    net = VoiceToneNet(cfg, len(tok), frontend=frontend).to(device)
+    freeze(net.frontend)
+    aug = WaveformAugmenter(seed=tc.seed, sample_rate=cfg.sample_rate) if tc.augment else None
+    dataset = WindowDataset(entries, cfg.sample_rate, tc.window_s, augment=aug, seed=tc.seed)
+    labels = [entries[dataset.entry_index(i)].label_index for i in range(len(dataset))]
+    def specaug(feats, lengths):  # global RNG: restored on resume
+        return spec_augment(feats, lengths) if tc.augment else feats
+
+    def order(epoch: int) -> list[int]:
+        return list(iter(uniform_label_sampler(labels, len(labels), seed=tc.seed * 1000 + epoch)))
+
+    def step(batch):
+        keep = [i for i, t in enumerate(batch["transcripts"]) if t]
+        if not keep:
+            raise ValueError("asr: a batch without transcripts (manifest filtering failed)")
+        batch = to_device(batch, device)
+        tokens = pad_tokens([tok.encode(SENTIMENTS[int(batch["sentiment"][i])], batch["transcripts"][i])
+                             for i in keep], device)
+        with torch.no_grad():
+            h, mask = net.frontend(batch["audio"][keep], batch["lengths"][keep], augment=specaug)
+        enc = net.asr.encode(h, mask)
+        return net.asr.loss(enc, mask, tokens)
+
+    history = train_loop(desc="asr", tc=tc, trainable={"asr": net.asr}, step_fn=step,
+                         batches=lambda s: batch_stream(dataset, order, tc, s), device=device)
+    summary = summarize(history)
+    plain = WindowDataset(entries, cfg.sample_rate, tc.window_s, seed=tc.seed, random_crop=False)
+    evals = decode_eval(net, tok, plain, device, n=int(tc.extra.get("eval_items", 32)))
+    metrics = dict(prev_metrics)
+    metrics["asr"] = {k: v for k, v in summary.items() if k != "loss_curve"} | evals | {"windows": len(dataset)}
+    save_checkpoint(tc.out, stage="asr", name=name, config=cfg.to_dict(), vocab=tok.vocab,
+                    parts={"frontend": net.frontend, "asr": net.asr}, metrics=metrics, hf_config=hf_config)
+    write_metrics(tc.out, "asr", summary, tc, **evals)
+    return summary | evals

@@ -1,0 +1,109 @@
+"""Stage 3: the lightweight classifier on the frozen front end + ASR encoder.
+
+Sentiment cross-entropy (on speech windows) is weighted inversely to label
+frequency; speech presence is a BCE on every window, including non-speech
+entries. The output is a full inference checkpoint for ``model.load``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.config import ModelConfig
+from model.data.augment import WaveformAugmenter
+from model.data.dataset import WindowDataset, collate_windows
+from model.data.manifest import read_manifest
+from model.data.sampling import class_weights
+from model.network import VoiceToneNet
+from model.tokenizer import CharTokenizer
+from model.train.common import (TrainConfig, batch_stream, freeze, seed_everything, select_device,
+                                shuffled_order, summarize, to_device, train_loop, write_metrics)
+
+log = logging.getLogger(__name__)
+
+
+def load_asr_net(path: str, device) -> tuple[VoiceToneNet, CharTokenizer, dict, dict | None]:
+    ck = load_checkpoint(path)
+    if ck["stage"] not in ("asr", "classifier") or ck.get("vocab") is None:
+        raise ValueError(f"{path}: expected an asr-stage checkpoint, got stage {ck['stage']!r}")
+    cfg = ModelConfig.from_dict(ck["config"])
+    tok = CharTokenizer(ck["vocab"])
+    net = VoiceToneNet(cfg, len(tok), hf_config=ck.get("hf_config"))
+    net.frontend.load_state_dict(ck["state"]["frontend"])
+    net.asr.load_state_dict(ck["state"]["asr"])
+    return net.to(device), tok, ck.get("metrics", {}), ck.get("hf_config")
+
+
+@torch.no_grad()
+def accuracy_eval(net: VoiceToneNet, dataset: WindowDataset, device, batch_size: int = 16,
+                  max_items: int = 256) -> dict[str, float]:
+    """Sentiment accuracy / macro recall and speech accuracy on (un-augmented) windows."""
+    net.eval()
+    n = min(len(dataset), max_items)
+    ys, ps, sp, st = [], [], [], []
+    for i in range(0, n, batch_size):
+        b = to_device(collate_windows([dataset[j] for j in range(i, min(n, i + batch_size))]), device)
+        speech, sent = net(b["audio"], b["lengths"])
+        ys.append(b["sentiment"].cpu()); ps.append(sent.argmax(-1).cpu())
+        sp.append((speech > 0.5).float().cpu()); st.append(b["speech"].cpu())
+    y, p, s, t = torch.cat(ys), torch.cat(ps), torch.cat(sp), torch.cat(st)
+    has = y >= 0
+    recalls = [float((p[y == c] == c).float().mean()) for c in range(3) if (y == c).any()]
+    return {"eval_sentiment_acc": float((p[has] == y[has]).float().mean()) if has.any() else float("nan"),
+            "eval_macro_recall": float(np.mean(recalls)) if recalls else float("nan"),
+            "eval_speech_acc": float((s == t).float().mean()), "eval_items": n}
+
+
+def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: float = 1.0) -> dict[str, Any]:
+    if not tc.init:
+        raise ValueError("classifier stage needs --init (an asr-stage checkpoint)")
+    seed_everything(tc.seed)
+    device = select_device(tc.device)
+    net, tok, prev_metrics, hf_config = load_asr_net(tc.init, device)
+    cfg = net.cfg
+    freeze(net.frontend)
+    freeze(net.asr)
+    entries = read_manifest(tc.manifest)
+    aug = WaveformAugmenter(seed=tc.seed, sample_rate=cfg.sample_rate) if tc.augment else None
+    dataset = WindowDataset(entries, cfg.sample_rate, tc.window_s, augment=aug, seed=tc.seed)
+    labels = [entries[dataset.entry_index(i)].label_index for i in range(len(dataset))]
+    weights = class_weights(labels).to(device)
+    log.info("classifier: class weights %s", weights.tolist())
+
+    def step(batch):
+        batch = to_device(batch, device)
+        with torch.no_grad():
+            enc, mask = net.encode(batch["audio"], batch["lengths"])
+        logits, speech_logit = net.classifier(enc, mask)
+        y = batch["sentiment"]
+        has = y >= 0
+        bce = F.binary_cross_entropy_with_logits(speech_logit.float(), batch["speech"])
+        if has.any():
+            ce = F.cross_entropy(logits[has].float(), y[has], weight=weights)
+            acc = (logits[has].argmax(-1) == y[has]).float().mean()
+        else:
+            ce = logits.sum() * 0.0
+            acc = torch.tensor(float("nan"))
+        return {"loss": ce + speech_weight * bce, "sentiment_ce": ce.detach(), "speech_bce": bce.detach(),
+                "sentiment_acc": acc}
+
+    history = train_loop(desc="classifier", tc=tc, trainable={"classifier": net.classifier}, step_fn=step,
+                         batches=lambda s: batch_stream(dataset, shuffled_order(len(dataset), tc.seed), tc, s),
+                         device=device)
+    summary = summarize(history)
+    plain = WindowDataset(entries, cfg.sample_rate, tc.window_s, seed=tc.seed, random_crop=False)
+    evals = accuracy_eval(net, plain, device, max_items=int(tc.extra.get("eval_items", 256)))
+    metrics = dict(prev_metrics)
+    metrics["classifier"] = ({k: v for k, v in summary.items() if k != "loss_curve"} | evals
+                             | {"windows": len(dataset), "class_weights": weights.tolist()})
+    save_checkpoint(tc.out, stage="classifier", name=name, config=cfg.to_dict(), vocab=tok.vocab,
+                    parts={"frontend": net.frontend, "asr": net.asr, "classifier": net.classifier},
+                    metrics=metrics, hf_config=hf_config)
+    write_metrics(tc.out, "classifier", summary, tc, **evals)
+    return summary | evals

@@ -1,0 +1,120 @@
+"""``voicetone train pretrain|asr|classifier``: the three stages from the command line.
+
+Each stage reads the previous stage's checkpoint (``--init``) and writes its
+own (``--out``) plus ``<out>.metrics.json``; rerunning an interrupted command
+resumes from ``<out>.state.pt`` unless ``--no-resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from model.config import ModelConfig, tiny_config
+from model.train.common import TrainConfig
+
+
+def _model_config(args) -> ModelConfig | None:
+    """--config FILE (JSON of ModelConfig fields), --tiny, and --set key=value overrides."""
+    if args.config is None and not args.tiny and not args.set and not getattr(args, "hf_path", None):
+        return None
+    base = json.loads(Path(args.config).read_text()) if args.config else {}
+    cfg = tiny_config(**base) if args.tiny else ModelConfig.from_dict(base)
+    for item in args.set or []:
+        key, _, raw = item.partition("=")
+        if not hasattr(cfg, key):
+            raise SystemExit(f"--set: ModelConfig has no field {key!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        setattr(cfg, key, value)
+    if getattr(args, "hf_path", None):
+        cfg.frontend, cfg.hf_path = "hf", args.hf_path
+    return cfg
+
+
+def _train_config(args) -> TrainConfig:
+    return TrainConfig(manifest=args.manifest, out=args.out, init=getattr(args, "init", None), steps=args.steps,
+                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, save_every=args.save_every,
+                       seed=args.seed, device=args.device, num_workers=args.workers, window_s=args.window_s,
+                       augment=not args.no_augment, resume=not args.no_resume, bf16=args.bf16)
+
+
+def _common(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
+    p.add_argument("--manifest", required=True, help="JSON-lines training manifest")
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--save-every", type=int, default=200, help="steps between resumable state saves")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--window-s", type=float, default=5.0)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-resume", action="store_true", help="start over even if <out>.state.pt exists")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--name", default="voicetone", help="model name (the version is name + weights hash)")
+
+
+def _with_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="JSON file of ModelConfig fields")
+    p.add_argument("--tiny", action="store_true", help="the tiny test-size architecture")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one ModelConfig field")
+
+
+def _run_pretrain(args) -> int:
+    _log_setup()
+    from model.train.pretrain import run_pretrain
+
+    s = run_pretrain(_train_config(args), _model_config(args) or ModelConfig(), name=args.name)
+    print(json.dumps({"stage": "pretrain", "first_loss": s["first"]["loss"], "last_loss": s["last"]["loss"]}))
+    return 0
+
+
+def _run_asr(args) -> int:
+    _log_setup()
+    from model.train.asr_stage import run_asr
+
+    s = run_asr(_train_config(args), _model_config(args), name=args.name)
+    print(json.dumps({"stage": "asr", "first_loss": s["first"]["loss"], "last_loss": s["last"]["loss"],
+                      "decode_sentiment_acc": s["decode_sentiment_acc"], "decode_cer": s["decode_cer"]}))
+    return 0
+
+
+def _run_classifier(args) -> int:
+    _log_setup()
+    from model.train.classifier_stage import run_classifier
+
+    s = run_classifier(_train_config(args), name=args.name, speech_weight=args.speech_weight)
+    print(json.dumps({"stage": "classifier", "first_loss": s["first"]["loss"], "last_loss": s["last"]["loss"]}
+                     | {k: v for k, v in s.items() if k.startswith("eval_")}))
+    return 0
+
+
+def _log_setup() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("pretrain", help="stage 1: self-supervised front end (masked cluster prediction)")
+    _common(p, steps=5000, lr=5e-4)
+    _with_config_flags(p)
+    p.set_defaults(func=_run_pretrain)
+
+    p = subparsers.add_parser("asr", help="stage 2: ASR encoder + decoder on '<sentiment> transcript', front end frozen")
+    _common(p, steps=5000, lr=1e-3)
+    p.add_argument("--init", help="pretrain checkpoint (omit with --hf-path)")
+    p.add_argument("--hf-path", help="use a local transformers wav2vec2/HuBERT/WavLM directory as the front end")
+    _with_config_flags(p)
+    p.set_defaults(func=_run_asr)
+
+    p = subparsers.add_parser("classifier", help="stage 3: sentiment + speech classifier, front end and encoder frozen")
+    _common(p, steps=2000, lr=1e-3)
+    p.add_argument("--init", required=True, help="asr-stage checkpoint")
+    p.add_argument("--speech-weight", type=float, default=1.0, help="weight of the speech-presence BCE")
+    p.set_defaults(func=_run_classifier)

@@ -1,0 +1,239 @@
+"""What the three training stages share: config, seeding, data order, the loop, resumption.
+
+Runs are resumable: every ``save_every`` steps the trainable parts, the
+optimiser, the LR schedule and the step count go to ``<out>.state.pt``; a
+rerun with the same arguments continues from there with the same data
+order (batches are a pure function of (seed, epoch)), so an interrupted
+multi-hour run loses at most ``save_every`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from model.data.dataset import WindowDataset, collate_windows, wav_duration
+from model.data.manifest import ManifestEntry
+from model.inference import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    manifest: str
+    out: str
+    init: str | None = None  # previous stage's checkpoint
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 5.0
+    save_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    window_s: float = 5.0
+    augment: bool = True
+    resume: bool = True
+    progress: bool = True
+    bf16: bool = False  # autocast on CUDA
+    stop_at: int | None = None  # end this run early at that step (state saved; rerun to continue)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def state_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".state.pt")
+
+
+def metrics_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".metrics.json")
+
+
+def entry_duration(entry: ManifestEntry) -> float:
+    if entry.end_s is not None:
+        return entry.end_s - (entry.start_s or 0.0)
+    return wav_duration(entry.audio) - (entry.start_s or 0.0)
+
+
+def epoch_batches(order: Callable[[int], Sequence[int]], batch_size: int, start_step: int) -> Iterator[tuple[int, list[list[int]]]]:
+    """Yield (epoch, batches of item indices) forever, skipping the first ``start_step`` batches.
+
+    ``order(epoch)`` must be deterministic; incomplete last batches are dropped so
+    every step sees ``batch_size`` items.
+    """
+    skip = start_step
+    epoch = 0
+    while True:
+        idx = list(order(epoch))
+        batches = [idx[i:i + batch_size] for i in range(0, len(idx) - batch_size + 1, batch_size)]
+        if not batches:
+            raise ValueError(f"fewer than batch_size={batch_size} training items")
+        if skip >= len(batches):
+            skip -= len(batches)
+        else:
+            yield epoch, batches[skip:]
+            skip = 0
+        epoch += 1
+
+
+def batch_stream(dataset: WindowDataset, order: Callable[[int], Sequence[int]], tc: TrainConfig,
+                 start_step: int) -> Iterator[dict[str, Any]]:
+    for epoch, batches in epoch_batches(order, tc.batch_size, start_step):
+        dataset.set_epoch(epoch)
+        # own generator: creating a loader must not draw from the global RNG, which the
+        # resumable state restores (masking and SpecAugment draw from it)
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_windows,
+                            num_workers=tc.num_workers, generator=torch.Generator().manual_seed(tc.seed + epoch))
+        yield from loader
+
+
+def shuffled_order(n: int, seed: int) -> Callable[[int], list[int]]:
+    def order(epoch: int) -> list[int]:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    return order
+
+
+def make_optimizer(params, tc: TrainConfig):
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+
+    def schedule(step: int) -> float:  # linear warm-up, cosine decay to 5 %
+        if step < tc.warmup:
+            return (step + 1) / max(1, tc.warmup)
+        progress = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), disable=not enabled)
+
+
+def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
+               step_fn: Callable[[dict[str, Any]], dict[str, torch.Tensor]],
+               batches: Callable[[int], Iterator[dict[str, Any]]], device: torch.device) -> list[dict[str, float]]:
+    """Optimise ``trainable`` with ``step_fn(batch) -> {"loss": ..., other metrics}``.
+
+    Returns the per-step metric history (including steps from before a resume).
+    """
+    params = [p for m in trainable.values() for p in m.parameters() if p.requires_grad]
+    opt, sched = make_optimizer(params, tc)
+    history: list[dict[str, float]] = []
+    start = 0
+    sp = state_path(tc.out)
+    if tc.resume and sp.exists():
+        st = torch.load(sp, map_location="cpu", weights_only=True)
+        for name, m in trainable.items():
+            m.load_state_dict(st["modules"][name])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        torch.set_rng_state(st["rng"])
+        history = list(st["history"])
+        start = int(st["step"])
+        log.info("%s: resuming from step %d (%s)", desc, start, sp)
+
+    def save_state(step: int) -> None:
+        st = {"step": step, "modules": {k: m.state_dict() for k, m in trainable.items()},
+              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+              "rng": torch.get_rng_state(), "history": history, "train_config": json.dumps(asdict(tc))}
+        sp.parent.mkdir(parents=True, exist_ok=True)
+        tmp = sp.with_name(sp.name + ".tmp")
+        torch.save(st, tmp)
+        tmp.replace(sp)
+
+    for m in trainable.values():
+        m.train()
+    use_bf16 = tc.bf16 and device.type == "cuda"
+    it = batches(start)
+    t0 = time.time()
+    with _progress(tc.progress) as bar:
+        task = bar.add_task(desc, total=tc.steps, completed=start, info="")
+        end = tc.steps if tc.stop_at is None else min(tc.steps, tc.stop_at)
+        for step in range(start, end):
+            batch = next(it)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                out = step_fn(batch)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: non-finite loss at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            opt.step()
+            sched.step()
+            rec = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}
+            rec["grad_norm"] = float(gnorm)
+            rec["lr"] = sched.get_last_lr()[0]
+            history.append(rec)
+            if (step + 1) % tc.log_every == 0 or step + 1 == end:
+                recent = history[-tc.log_every:]
+                info = " ".join(f"{k}={np.mean([r[k] for r in recent]):.3f}" for k in out)
+                bar.update(task, info=info)
+            bar.update(task, advance=1)
+            if tc.save_every and (step + 1) % tc.save_every == 0 and step + 1 < end:
+                save_state(step + 1)
+    save_state(max(start, end))
+    log.info("%s: steps %d..%d of %d in %.1f s", desc, start, end, tc.steps, time.time() - t0)
+    return history
+
+
+def summarize(history: list[dict[str, float]], window: int = 10) -> dict[str, Any]:
+    """First/last averaged metrics (what the smoke test and reports look at) + the loss curve."""
+    if not history:
+        return {}
+    w = max(1, min(window, len(history) // 2 or 1))
+    keys = history[0].keys()
+    return {
+        "steps": len(history),
+        "first": {k: float(np.mean([h[k] for h in history[:w]])) for k in keys},
+        "last": {k: float(np.mean([h[k] for h in history[-w:]])) for k in keys},
+        "loss_curve": [round(h["loss"], 5) for h in history],
+    }
+
+
+def write_metrics(out: str | Path, stage: str, summary: dict[str, Any], tc: TrainConfig, **extra: Any) -> Path:
+    path = metrics_path(out)
+    payload = {"stage": stage, "train_config": asdict(tc), **summary, **extra}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def select_device(name: str) -> torch.device:
+    return resolve_device(name)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Frozen parts stay in eval mode (no dropout) and get no gradients."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
