@@ -522,7 +522,11 @@ Key = tuple[str, str]
 
 
 class ChannelRegistry:
-    """All open channels of one worker, with idle expiry and a capacity cap.
+    """All open channels of one input partition, with idle expiry and a cap.
+
+    Use one registry per input partition: offsets (low watermark, replay
+    detection after ``restore``) are only comparable within a partition, and
+    a rebalance then moves whole registries (``checkpoint``/``restore``).
 
     Channels that ended are remembered (bounded LRU, ``ended_ttl_s``) so a late
     frame after the end is rejected ``after_end`` instead of silently opening a
