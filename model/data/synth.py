@@ -39,7 +39,7 @@ SAMPLE_RATE = 16000
 CONDITIONS = ("clean", "telephone", "noisy")
 ENGINE_WEIGHTS = {"espeak-ng": 0.6, "flite": 0.25, "festival": 0.15}  # festival is slowest: used least
 SENTENCE_COUNTS = ((1, 0.55), (2, 0.3), (3, 0.15))  # multi-sentence turns give 5-10 s utterances
-MAX_TURN_WORDS = 30  # about 10 s at TTS speaking rates: longer turns are cut short
+MAX_TURN_WORDS = 26  # about 10 s at TTS speaking rates: longer turns are cut short
 
 # Tone policy: (rate, pitch in semitones, pitch-range factor, level in dB) means and spreads.
 # Spreads are wide on purpose: tone should help, not give the answer away.
@@ -88,7 +88,10 @@ def tone_prosody(sentiment: str, rng: random.Random) -> tuple[str, dict]:
 def _pick_voice(voices: dict[str, list[Voice]], rng: random.Random) -> Voice:
     engines = [e for e in ENGINE_WEIGHTS if voices.get(e)]
     engine = rng.choices(engines, weights=[ENGINE_WEIGHTS[e] for e in engines])[0]
-    return rng.choice(voices[engine])
+    # gender first, then a voice: espeak-ng's variants are mostly male and would swamp female voices
+    genders = sorted({v.gender_guess for v in voices[engine]})
+    gender = rng.choice(genders)
+    return rng.choice([v for v in voices[engine] if v.gender_guess == gender])
 
 
 def plan_corpus(n_utterances: int, seed: int, conditions: Sequence[str] = CONDITIONS,
@@ -284,7 +287,8 @@ def corpus_stats(items: Sequence[tuple[ManifestEntry, float]]) -> dict:
         "entries": len(items),
         "hours": round(float(durs.sum()) / 3600, 3),
         "split": count(lambda e: e.split),
-        "class": count(lambda e: f"{e.split}:{e.sentiment if e.speech else 'no_speech'}"),
+        # the true class, also for entries whose label was withheld (the tone group keeps it)
+        "class": count(lambda e: f"{e.split}:{e.group.get('tone', 'no_speech').split('-')[0]}"),
         "tone": count(lambda e: e.group.get("tone", "no_speech")),
         "engine": count(lambda e: f"{e.split}:{e.group.get('engine')}"),
         "voices": {s: len({e.speaker for e, _ in items if e.split == s and e.speaker}) for s in ("train", "test")},
