@@ -192,7 +192,7 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
             history.append(rec)
             if (step + 1) % tc.log_every == 0 or step + 1 == end:
                 recent = history[-tc.log_every:]
-                info = " ".join(f"{k}={np.mean([r[k] for r in recent]):.3f}" for k in out)
+                info = " ".join(f"{k}={_mean([r[k] for r in recent]) or 0.0:.3f}" for k in out)
                 bar.update(task, info=info)
             bar.update(task, advance=1)
             if tc.save_every and (step + 1) % tc.save_every == 0 and step + 1 < end:
@@ -200,6 +200,12 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
     save_state(max(start, end))
     log.info("%s: steps %d..%d of %d in %.1f s", desc, start, end, tc.steps, time.time() - t0)
     return history
+
+
+def _mean(values: list[float]) -> float | None:
+    """Mean ignoring NaN (a batch without labelled items has no accuracy); None if all NaN."""
+    v = [x for x in values if not math.isnan(x)]
+    return float(np.mean(v)) if v else None
 
 
 def summarize(history: list[dict[str, float]], window: int = 10) -> dict[str, Any]:
@@ -210,8 +216,8 @@ def summarize(history: list[dict[str, float]], window: int = 10) -> dict[str, An
     keys = history[0].keys()
     return {
         "steps": len(history),
-        "first": {k: float(np.mean([h[k] for h in history[:w]])) for k in keys},
-        "last": {k: float(np.mean([h[k] for h in history[-w:]])) for k in keys},
+        "first": {k: _mean([h[k] for h in history[:w]]) for k in keys},
+        "last": {k: _mean([h[k] for h in history[-w:]]) for k in keys},
         "loss_curve": [round(h["loss"], 5) for h in history],
     }
 

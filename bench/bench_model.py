@@ -1,0 +1,135 @@
+"""Throughput of the voice tone model: windows/s of ``predict`` by batch size, precision and device.
+
+Also measures what the design claims -- the classifier path is much cheaper
+than full decoding -- as the time ratio of ``transcribe`` to ``predict`` on
+the same windows, and the achieved FLOP/s (FLOPs counted with
+``torch.utils.flop_counter.FlopCounterMode``). Prints a rich table and one
+JSON line. "live channels" = windows/s x 2.5 s hop: how many real-time
+channels one process could keep up with.
+
+    python bench/bench_model.py [--checkpoint PATH] [--devices cpu,cuda] [--batch-sizes 1,8,32,128,256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch.utils.flop_counter import FlopCounterMode
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import model  # noqa: E402
+from model.inference import VoiceToneModel  # noqa: E402
+
+WINDOW_S = 5.0
+
+
+def windows(n: int, sample_rate: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.1 * rng.standard_normal((n, int(WINDOW_S * sample_rate)))).astype(np.float32)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: torch.device, min_time: float, max_reps: int = 50) -> float:
+    """Seconds per call: one warm-up call, then repeat until ``min_time`` has passed."""
+    fn()
+    sync(device)
+    reps, start = 0, time.perf_counter()
+    while True:
+        fn()
+        reps += 1
+        sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time or reps >= max_reps:
+            return elapsed / reps
+
+
+def count_flops(m: VoiceToneModel, x: np.ndarray) -> int:
+    with FlopCounterMode(display=False) as counter:
+        m.predict(x)
+    return int(counter.get_total_flops())
+
+
+def bench_device(m: VoiceToneModel, batch_sizes: list[int], precisions: list[str], min_time: float,
+                 flops_per_window: int) -> list[dict]:
+    rows = []
+    check = windows(8, m.sample_rate, seed=2)
+    m.autocast_dtype = None
+    reference = m.predict(check)[1]
+    for precision in precisions:
+        m.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        drift = float(np.abs(m.predict(check)[1] - reference).max())  # what reduced precision costs
+        for b in batch_sizes:
+            x = windows(b, m.sample_rate)
+            sec = timed(lambda: m.predict(x), m.device, min_time)
+            rows.append({"device": m.device.type, "precision": precision, "batch": b,
+                         "windows_per_s": b / sec, "ms_per_call": sec * 1000,
+                         "gflop_per_s": flops_per_window * b / sec / 1e9, "max_prob_diff_vs_fp32": drift})
+    m.autocast_dtype = None
+    return rows
+
+
+def transcribe_ratio(m: VoiceToneModel, batch: int, min_time: float) -> dict:
+    x = windows(batch, m.sample_rate, seed=1)
+    t_pred = timed(lambda: m.predict(x), m.device, min_time)
+    t_dec = timed(lambda: m.transcribe(x), m.device, min_time, max_reps=3)
+    chars = float(np.mean([len(text) for _, text in m.transcribe(x)]))
+    return {"batch": batch, "predict_ms": t_pred * 1000, "transcribe_ms": t_dec * 1000,
+            "ratio": t_dec / t_pred, "mean_chars_decoded": chars}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", help="model checkpoint (default: model.load()'s default)")
+    p.add_argument("--devices", default="cpu,cuda", help="comma list; cuda is skipped when unavailable")
+    p.add_argument("--batch-sizes", default="1,8,32,128,256")
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per measurement")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--ratio-batch", type=int, default=8)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    precisions = args.precisions.split(",")
+    console = Console(stderr=True)
+    results, ratios, flops = [], {}, None
+    for dev in args.devices.split(","):
+        if dev == "cuda" and not torch.cuda.is_available():
+            console.print("[yellow]CUDA not available: skipping cuda[/]")
+            continue
+        m = model.load(args.checkpoint, device=dev)
+        if flops is None:
+            flops = count_flops(m, windows(1, m.sample_rate))
+        console.print(f"[bold]{dev}[/]: model {m.version}, {flops / 1e9:.3f} GFLOP per 5 s window")
+        results += bench_device(m, batch_sizes, precisions, args.min_time, flops)
+        ratios[dev] = transcribe_ratio(m, args.ratio_batch, args.min_time)
+    table = Table(title="voicetone predict throughput (5 s windows)")
+    for col in ("device", "precision", "batch", "windows/s", "ms/call", "GFLOP/s", "live channels", "max |dp| vs fp32"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(r["device"], r["precision"], str(r["batch"]), f"{r['windows_per_s']:.1f}",
+                      f"{r['ms_per_call']:.1f}", f"{r['gflop_per_s']:.1f}", f"{r['windows_per_s'] * 2.5:.0f}", f"{r['max_prob_diff_vs_fp32']:.1e}")
+    console.print(table)
+    for dev, r in ratios.items():
+        console.print(f"{dev}: transcribe/predict time ratio {r['ratio']:.1f}x at batch {r['batch']} "
+                      f"({r['transcribe_ms']:.0f} ms vs {r['predict_ms']:.0f} ms, {r['mean_chars_decoded']:.0f} chars decoded)")
+    print(json.dumps({"model_version": m.version, "threads": torch.get_num_threads(),
+                      "gflop_per_window": flops / 1e9, "results": results, "transcribe_vs_predict": ratios}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
