@@ -1,0 +1,51 @@
+"""Run the worker's logic over in-memory frames, with no broker.
+
+`voicetone analyze` and the tests use this: the same `StreamProcessor`,
+`Batcher` and `prepare_batch` as the Faust agent, driven synchronously.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+from streams.batching import Batcher
+from streams.pipeline import Output, ProcessorConfig, StreamProcessor, prepare_batch
+
+
+class OfflineRunner:
+    """Feeds frames to a processor and the model; collects every event in order."""
+
+    def __init__(self, model, config: Optional[ProcessorConfig] = None, max_batch_size: int = 32):
+        self.model = model
+        self.processor = StreamProcessor(config or ProcessorConfig(), model.version, model.sample_rate)
+        self.batcher: Batcher = Batcher(max_batch_size, max_wait_ms=float("inf"))
+        self.events: list[dict] = []
+
+    def _collect(self, out: Output) -> None:
+        for w in out.windows:
+            self.batcher.add(w, 0.0)
+        self.events.extend(out.dead_letters)
+        # segments and aggregates interleave per window, as the worker publishes them
+        for seg, agg in zip(out.segments, out.aggregates):
+            self.events.append(seg)
+            self.events.append(agg)
+        self.events.extend(out.calls)
+
+    def _run(self, batch) -> None:
+        rates = [self.processor.rate_of(w) for w in batch]
+        audio, lengths = prepare_batch(batch, rates, self.model.sample_rate)
+        speech, sentiment = self.model.predict(audio, lengths)
+        self._collect(self.processor.apply_results(batch, speech, sentiment))
+
+    def feed(self, frames: Iterable[tuple[bytes, bytes]]) -> None:
+        for offset, (key, value) in enumerate(frames):
+            self._collect(self.processor.ingest(value, key, 0, None, 0.0))
+            for batch in self.batcher.take_ready(0.0):  # full batches only (no wait bound offline)
+                self._run(batch)
+
+    def finish(self) -> list[dict]:
+        self._collect(self.processor.finish_all())
+        while len(self.batcher):
+            for batch in self.batcher.flush():
+                self._run(batch)
+        return self.events

@@ -1,0 +1,375 @@
+"""Frames in, windows out; model results in, events out. No Kafka here.
+
+`StreamProcessor` is the whole per-worker logic of voicetone: the Faust agent
+(`streams.agent`) feeds it consumed messages and publishes what it returns, and
+`voicetone analyze` feeds it WAV files cut into frames. Both therefore produce
+the very same windows, segments, aggregates and call summaries.
+
+Windows are cut at each channel's own sample rate and resampled to the model's
+rate one window at a time (`prepare_batch`), so a window's samples depend only
+on the frames it covers: a worker that restarts mid-call and re-reads the
+input re-creates them bit for bit, whatever the input rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+
+from schemas.errors import FrameError
+from schemas.events import event_id, make_dead_letter
+from schemas.frames import decode_frame
+from schemas.resample import resample
+from streams.aggregation import ChannelAggregate, InvalidSegment, SegmentResult
+from streams.batching import stack_windows
+from streams.windowing import CAPACITY, ChannelRegistry, Window, WindowSpec
+
+LABELS = ("positive", "neutral", "negative")
+Key = tuple[str, str]
+
+
+@dataclass
+class ProcessorConfig:
+    """The subset of `voicetone.settings.Settings` the pure logic needs."""
+
+    window_ms: int = 5000
+    hop_ms: int = 2500
+    min_last_window_ms: int = 1000
+    idle_timeout_s: float = 30.0
+    max_reorder_ms: int = 2000
+    max_gap_ms: int = 10000
+    max_frame_bytes: int = 1_000_000
+    max_frame_ms: int = 5000
+    max_active_channels: int = 20000
+    speech_threshold: float = 0.5
+    current_speech_ms: int = 30000
+    input_topic: str = "audio.frames"
+
+    @classmethod
+    def from_settings(cls, s) -> "ProcessorConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{n: getattr(s, n) for n in names if hasattr(s, n)})
+
+
+@dataclass
+class Output:
+    """What one call into the processor produced; the caller publishes it."""
+
+    windows: list[Window] = field(default_factory=list)
+    checkpoints: list[tuple[int, dict, Optional[int]]] = field(default_factory=list)  # (partition, state, watermark)
+    segments: list[dict] = field(default_factory=list)
+    aggregates: list[dict] = field(default_factory=list)
+    calls: list[dict] = field(default_factory=list)
+    dead_letters: list[dict] = field(default_factory=list)
+    audio_end_ts_ms: list[int] = field(default_factory=list)  # wall time each segment's audio ended
+    duplicates: int = 0
+    gap_ms: int = 0
+
+    def extend(self, other: "Output") -> None:
+        for f in ("windows", "checkpoints", "segments", "aggregates", "calls", "dead_letters"):
+            getattr(self, f).extend(getattr(other, f))
+        self.duplicates += other.duplicates
+        self.gap_ms += other.gap_ms
+
+
+@dataclass
+class _Channel:
+    """Bookkeeping for one (call, channel) between its frames and its events."""
+
+    partition: int
+    rate: int
+    aggregate: ChannelAggregate
+    outstanding: int = 0          # windows handed out, results not yet applied
+    last_applied: int = -1        # index of the last window whose result was applied
+    ended_by: Optional[str] = None
+    duration_ms: int = 0
+    ts_origin_ms: Optional[int] = None   # wall time of audio offset 0, from the frames' ts_ms
+
+
+def prepare_batch(windows: list[Window], rates: list[int], model_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resample each window to the model's rate and stack them zero-padded."""
+    converted = [w.samples if r == model_rate else resample(w.samples, r, model_rate)
+                 for w, r in zip(windows, rates)]
+    return stack_windows(converted)
+
+
+class StreamProcessor:
+    """All channels owned by one worker (or one offline run)."""
+
+    def __init__(self, config: ProcessorConfig, model_version: str, model_rate: int = 16000,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)):
+        self.config = config
+        self.model_version = model_version
+        self.model_rate = model_rate
+        self.clock_ms = clock_ms
+        self.registries: dict[tuple[int, int], ChannelRegistry] = {}
+        self.channels: dict[Key, _Channel] = {}
+        self.emitted: dict[int, int] = {}    # partition -> windows handed out so far
+        self.applied: dict[int, int] = {}    # partition -> windows whose results were applied
+        self.frames = 0
+        self._pending: dict[int, dict] = {}  # partition -> checkpoint waiting for in-flight results
+
+    # ------------------------------------------------------------ frames in
+    def _registry(self, partition: int, rate: int) -> ChannelRegistry:
+        reg = self.registries.get((partition, rate))
+        if reg is None:
+            c = self.config
+            spec = WindowSpec(rate, c.window_ms, c.hop_ms, c.min_last_window_ms)
+            reg = ChannelRegistry(spec, c.idle_timeout_s, c.max_active_channels, c.max_reorder_ms, c.max_gap_ms)
+            self.registries[(partition, rate)] = reg
+        return reg
+
+    def _dead_letter(self, out: Output, err: FrameError, value: bytes, key, partition, offset) -> None:
+        out.dead_letters.append(make_dead_letter(err, value, key, self.config.input_topic, partition, offset,
+                                                 self.clock_ms()).model_dump(mode="json"))
+
+    def ingest(self, value: bytes, key: Optional[bytes], partition: int = 0, offset: Optional[int] = None,
+               now: float = 0.0) -> Output:
+        """One consumed message: decode it, window it, report what is ready."""
+        out = Output()
+        self.frames += 1
+        try:
+            decoded = decode_frame(value, key, self.config.max_frame_bytes, self.config.max_frame_ms)
+        except FrameError as err:
+            self._dead_letter(out, err, value, key, partition, offset)
+            return out
+        f = decoded.frame
+        ckey = (f.call_id, f.channel)
+        ch = self.channels.get(ckey)
+        if ch is not None and ch.rate != f.sample_rate:
+            self._dead_letter(out, FrameError("bad_sample_rate", f"channel started at {ch.rate} Hz, "
+                                              f"frame is {f.sample_rate} Hz"), value, key, partition, offset)
+            return out
+        if ch is None and len(self.channels) >= self.config.max_active_channels:
+            self._dead_letter(out, FrameError(CAPACITY, f"{len(self.channels)} channels open "
+                                              f"(max_active_channels={self.config.max_active_channels})"),
+                              value, key, partition, offset)
+            return out
+        reg = self._registry(partition, f.sample_rate)
+        res = reg.add(f.call_id, f.channel, f.seq, decoded.samples, f.end, offset, now)
+        if res.rejected is not None:
+            self._dead_letter(out, FrameError(res.rejected.reason, res.rejected.detail), value, key,
+                              partition, offset)
+            return out
+        if res.dropped_duplicate:
+            out.duplicates += 1
+            return out
+        if ch is None:
+            ch = self.channels[ckey] = _Channel(partition, f.sample_rate, ChannelAggregate(
+                self.config.current_speech_ms, self.config.speech_threshold))
+        if f.ts_ms is not None and ch.ts_origin_ms is None:
+            w = reg.get(*ckey)
+            before = (w.total_samples if w is not None else 0) - decoded.samples.size
+            ch.ts_origin_ms = f.ts_ms - int(1000 * max(0, before) / f.sample_rate)
+        out.gap_ms += int(1000 * res.gap_samples_filled / f.sample_rate)
+        self._hand_out(ckey, ch, res.windows, out)
+        if res.finished:
+            self._end(ckey, ch, reg, "end", out)
+        return out
+
+    def _hand_out(self, ckey: Key, ch: _Channel, windows: list[Window], out: Output) -> None:
+        ch.outstanding += len(windows)
+        self.emitted[ch.partition] = self.emitted.get(ch.partition, 0) + len(windows)
+        out.windows.extend(windows)
+
+    def _end(self, ckey: Key, ch: _Channel, reg: ChannelRegistry, ended_by: str, out: Output) -> None:
+        w = reg.get(*ckey)
+        ch.ended_by = ended_by
+        if w is not None:
+            ch.duration_ms = w.duration_ms
+        if ch.outstanding == 0:
+            out.calls.append(self._call_event(ckey, ch))
+            del self.channels[ckey]
+
+    def expire_idle(self, now: float) -> Output:
+        """End channels that sent nothing for the idle timeout."""
+        out = Output()
+        for (partition, rate), reg in list(self.registries.items()):
+            for ckey, windows in reg.expire_idle(now):
+                ch = self.channels.get(ckey)
+                if ch is None:
+                    continue
+                self._hand_out(ckey, ch, windows, out)
+                ch.ended_by = "idle_timeout"
+                ch.duration_ms = max(ch.duration_ms, max((w.end_ms for w in windows), default=0),
+                                     ch.aggregate.overall()["end_ms"])
+                if ch.outstanding == 0:
+                    out.calls.append(self._call_event(ckey, ch))
+                    del self.channels[ckey]
+        return out
+
+    def finish_all(self, now: float = 0.0) -> Output:
+        """End every channel (offline analysis at end of input)."""
+        out = Output()
+        for reg in self.registries.values():
+            for ckey, windows in reg.finish_all("end", now):
+                ch = self.channels.get(ckey)
+                if ch is None:
+                    continue
+                self._hand_out(ckey, ch, windows, out)
+                self._end_after_finish(ckey, ch, windows, out)
+        return out
+
+    def _end_after_finish(self, ckey, ch, windows, out) -> None:
+        ch.ended_by = "end"
+        ch.duration_ms = max(ch.duration_ms, max((w.end_ms for w in windows), default=0))
+        if ch.outstanding == 0:
+            out.calls.append(self._call_event(ckey, ch))
+            del self.channels[ckey]
+
+    # ------------------------------------------------------------ results in
+    def rate_of(self, window: Window) -> int:
+        ch = self.channels.get((window.call_id, window.channel))
+        return ch.rate if ch is not None else self.model_rate
+
+    def partition_of(self, window: Window) -> Optional[int]:
+        ch = self.channels.get((window.call_id, window.channel))
+        return ch.partition if ch is not None else None
+
+    def apply_results(self, windows: Iterable[Window], speech: np.ndarray, sentiment: np.ndarray) -> Output:
+        """Turn model outputs into segment, aggregate and (at channel end) call events."""
+        out = Output()
+        now_ms = self.clock_ms()
+        for i, w in enumerate(windows):
+            ckey = (w.call_id, w.channel)
+            ch = self.channels.get(ckey)
+            if ch is None:  # channel dropped (partition revoked): the new owner redoes it
+                continue
+            self.applied[ch.partition] = self.applied.get(ch.partition, 0) + 1
+            ch.outstanding -= 1
+            ch.last_applied = w.index
+            sp = float(speech[i])
+            probs = np.asarray(sentiment[i], dtype=np.float64)
+            seg = SegmentResult(w.index, w.start_ms, w.end_ms, sp, tuple(float(p) for p in probs))
+            try:
+                ch.aggregate.add(seg)
+            except InvalidSegment as err:
+                out.dead_letters.append(self._bad_output(w, err, now_ms))
+            else:
+                out.segments.append(self._segment_event(w, sp, probs, now_ms))
+                out.aggregates.append(self._aggregate_event(w, ch, now_ms))
+                if ch.ts_origin_ms is not None:
+                    out.audio_end_ts_ms.append(ch.ts_origin_ms + w.end_ms)
+            ch.duration_ms = max(ch.duration_ms, w.end_ms)
+            pending = self._pending.get(ch.partition)
+            if pending is not None and pending["need"].get(ckey) == w.index:
+                del pending["need"][ckey]
+                pending["snap"][ckey] = self._snapshot(ckey, ch)
+                if not pending["need"]:
+                    out.checkpoints.append(self._complete(ch.partition))
+            if ch.ended_by is not None and ch.outstanding == 0:
+                out.calls.append(self._call_event(ckey, ch))
+                del self.channels[ckey]
+        return out
+
+    def _segment_event(self, w: Window, sp: float, probs: np.ndarray, now_ms: int) -> dict:
+        total = float(probs.sum())
+        p = [float(x) / total for x in probs]
+        label = "no_speech" if sp < self.config.speech_threshold else LABELS[int(np.argmax(p))]
+        return {
+            "type": "segment", "v": 1, "event_id": event_id(w.call_id, w.channel, "segment", w.index),
+            "call_id": w.call_id, "channel": w.channel, "segment_index": w.index,
+            "start_ms": int(w.start_ms), "end_ms": int(w.end_ms), "speech_probability": sp,
+            "sentiment": dict(zip(LABELS, p)), "label": label,
+            "model_version": self.model_version, "emitted_at_ms": now_ms,
+        }
+
+    def _aggregate_event(self, w: Window, ch: _Channel, now_ms: int) -> dict:
+        return {
+            "type": "aggregate", "v": 1, "event_id": event_id(w.call_id, w.channel, "aggregate", w.index),
+            "call_id": w.call_id, "channel": w.channel, "segment_index": w.index,
+            "current": ch.aggregate.current(), "overall": ch.aggregate.overall(),
+            "model_version": self.model_version, "emitted_at_ms": now_ms,
+        }
+
+    def _call_event(self, ckey: Key, ch: _Channel) -> dict:
+        call_id, channel = ckey
+        return {
+            "type": "call", "v": 1, "event_id": event_id(call_id, channel, "call", 0),
+            "call_id": call_id, "channel": channel, "overall": ch.aggregate.overall(),
+            "segments": ch.aggregate.segments, "duration_ms": int(ch.duration_ms),
+            "ended_by": ch.ended_by or "end", "model_version": self.model_version,
+            "emitted_at_ms": self.clock_ms(),
+        }
+
+    def _bad_output(self, w: Window, err: InvalidSegment, now_ms: int) -> dict:
+        return {
+            "type": "dead_letter", "v": 1, "reason": f"model_output_{err.reason}", "detail": str(err)[:1000],
+            "topic": self.config.input_topic, "partition": None, "offset": None, "key_b64": None,
+            "value_b64": "", "received_at_ms": now_ms,
+        }
+
+    # ------------------------------------------------------------ recovery
+    def low_watermark(self, partition: int) -> Optional[int]:
+        """Smallest input offset of `partition` that a future window still needs."""
+        offs = [o for (p, _), reg in self.registries.items() if p == partition
+                and (o := reg.low_watermark_offset()) is not None]
+        return min(offs) if offs else None
+
+    def request_checkpoint(self, partition: int) -> Output:
+        """Start a checkpoint of `partition`: the windowers' state now, plus
+        each open channel's aggregate taken once every window it has handed
+        out so far has its result applied. Frames below the watermark are then
+        safe to commit: a restarted worker re-reads from there and re-emits
+        exactly the windows after the checkpoint, with the same indices.
+        Returns an Output whose `checkpoints` holds it if it completed at once."""
+        out = Output()
+        if partition in self._pending:
+            return out
+        regs = {rate: reg for (p, rate), reg in self.registries.items() if p == partition}
+        need, snap = {}, {}
+        for ckey, ch in self.channels.items():
+            if ch.partition != partition:
+                continue
+            w = regs[ch.rate].get(*ckey) if ch.rate in regs else None
+            target = (w.next_window_index if w is not None else ch.last_applied + 1 + ch.outstanding) - 1
+            if ch.last_applied >= target or ch.outstanding == 0:
+                snap[ckey] = self._snapshot(ckey, ch)
+            else:
+                need[ckey] = target
+        self._pending[partition] = {
+            "registries": {str(rate): reg.checkpoint() for rate, reg in regs.items()},
+            "watermark": self.low_watermark(partition), "need": need, "snap": snap,
+        }
+        if not need:
+            out.checkpoints.append(self._complete(partition))
+        return out
+
+    def _snapshot(self, ckey: Key, ch: _Channel) -> list:
+        return [ckey[0], ckey[1], ch.rate, ch.aggregate.to_dict(), ch.duration_ms]
+
+    def _complete(self, partition: int) -> tuple[int, dict, Optional[int]]:
+        pending = self._pending.pop(partition)
+        state = {"v": 1, "registries": pending["registries"], "aggregates": list(pending["snap"].values())}
+        return partition, state, pending["watermark"]
+
+    def restore(self, partition: int, cp: dict, now: float = 0.0) -> None:
+        """Adopt a checkpoint written by `checkpoint` (a previous owner's)."""
+        if cp.get("v") != 1:
+            raise ValueError(f"unsupported processor checkpoint version {cp.get('v')!r}")
+        for rate, rcp in cp["registries"].items():
+            self._registry(partition, int(rate)).restore(rcp, now)
+        for c, chn, rate, agg, duration in cp["aggregates"]:
+            self.channels[(c, chn)] = _Channel(partition, int(rate), ChannelAggregate.from_dict(agg),
+                                               duration_ms=int(duration))
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget a revoked partition: its new owner resumes from the table."""
+        for k in [k for k in self.registries if k[0] == partition]:
+            del self.registries[k]
+        for k in [k for k, ch in self.channels.items() if ch.partition == partition]:
+            del self.channels[k]
+        self.emitted.pop(partition, None)
+        self.applied.pop(partition, None)
+        self._pending.pop(partition, None)
+
+    def in_flight(self, partition: int) -> int:
+        return self.emitted.get(partition, 0) - self.applied.get(partition, 0)
+
+    @property
+    def open_channels(self) -> int:
+        return len(self.channels)

@@ -1,0 +1,168 @@
+"""`voicetone` command line: one entry point for the service, the tools and training.
+
+Heavy imports (torch, faust) happen inside the commands, so `voicetone --help`
+and the light tools start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from voicetone import __version__
+
+
+def _settings(args, **extra):
+    """Settings from VOICETONE_* env vars, overridden by the flags given."""
+    from voicetone.settings import Settings
+
+    overrides = {k: v for k, v in extra.items() if v is not None}
+    for name in ("broker", "device", "model_path"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def _add_broker(p, required: bool = False) -> None:
+    p.add_argument("--broker", required=required, default=None,
+                   help="Kafka bootstrap servers (host:port[,host:port]); default $VOICETONE_BROKER")
+
+
+def cmd_worker(args) -> int:
+    from voicetone.worker import run_worker
+
+    return run_worker(_settings(args))
+
+
+def cmd_broker(args) -> int:
+    from voicetone.broker import run_broker
+
+    return run_broker(args.port, args.host)
+
+
+def cmd_replay(args) -> int:
+    from voicetone.replay import replay
+
+    return replay(_settings(args), args.files, call_id=args.call_id, channel=args.channel, speed=args.speed,
+                  frame_ms=args.frame_ms, encoding=args.encoding, sample_rate=args.sample_rate,
+                  progress=not args.quiet)
+
+
+def cmd_watch(args) -> int:
+    from voicetone.watch import watch
+
+    return watch(_settings(args), call_id=args.call_id, as_json=args.json, from_beginning=args.from_beginning,
+                 idle_exit_s=args.idle_exit)
+
+
+def cmd_analyze(args) -> int:
+    from voicetone.analyze import analyze
+
+    return analyze(_settings(args), args.files, as_json=args.json, frame_ms=args.frame_ms)
+
+
+def cmd_demo(args) -> int:
+    from voicetone.demo import run_demo
+
+    return run_demo(_settings(args), out_dir=args.out, speed=args.speed, files=args.files)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voicetone", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"voicetone {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("demo", help="embedded broker + worker + sample calls, live events and a timeline picture")
+    _add_broker(p)
+    p.add_argument("--out", default="voicetone-demo", help="folder for the timeline pictures and events")
+    p.add_argument("--speed", type=float, default=4.0, help="replay speed (1 = real time)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--model-path", dest="model_path", default=None)
+    p.add_argument("files", nargs="*", help="WAV files to play instead of the bundled sample calls")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("worker", help="the stream processor (Faust worker); SIGTERM stops it")
+    _add_broker(p)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--model-path", dest="model_path", default=None)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("broker", help="the embedded Kafka-compatible broker (tansu), for development")
+    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("replay", help="produce WAV files as audio frames")
+    p.add_argument("files", nargs="+")
+    _add_broker(p, required=True)
+    p.add_argument("--call-id", default=None, help="call ID (default: the file name without extension)")
+    p.add_argument("--channel", default=None, help="channel name(s); comma separated for stereo, e.g. agent,customer")
+    p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = as fast as possible")
+    p.add_argument("--frame-ms", type=int, default=100)
+    p.add_argument("--encoding", choices=("pcm_s16le", "mulaw", "alaw", "f32le"), default="pcm_s16le")
+    p.add_argument("--sample-rate", type=int, default=None, help="resample to this rate before sending")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("watch", help="print segment and aggregate events as they arrive")
+    _add_broker(p, required=True)
+    p.add_argument("--call-id", default=None)
+    p.add_argument("--json", action="store_true", help="one raw event per line")
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--idle-exit", type=float, default=None, help="exit after this many seconds without events")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("analyze", help="offline: windowing, model and aggregation on WAV files, no broker")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true", help="one event per line")
+    p.add_argument("--frame-ms", type=int, default=100)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--model-path", dest="model_path", default=None)
+    p.set_defaults(func=cmd_analyze)
+
+    data = sub.add_parser("data", help="corpus building: synth, pseudo-label")
+    dsub = data.add_subparsers(dest="data_command", metavar="COMMAND")
+    dsub.required = True
+    from model.data.cli import add_cli as add_data_cli
+    from model.data.synth import add_cli as add_synth_cli
+    add_synth_cli(dsub)
+    add_data_cli(dsub)
+
+    train = sub.add_parser("train", help="training stages: pretrain, asr, classifier")
+    tsub = train.add_subparsers(dest="train_command", metavar="STAGE")
+    tsub.required = True
+    from model.train.cli import add_cli as add_train_cli
+    add_train_cli(tsub)
+
+    from model.evaluate import add_cli as add_evaluate_cli
+    from schemas.export import add_cli as add_schemas_cli
+    from voicetone.report import add_cli as add_report_cli
+    add_evaluate_cli(sub)
+    add_schemas_cli(sub)
+    add_report_cli(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear message, not a traceback, for expected failures
+        from pydantic import ValidationError
+
+        from schemas.wav import WavError
+        from voicetone.broker import BrokerError
+        if isinstance(exc, (WavError, BrokerError, ValidationError, FileNotFoundError, ValueError)):
+            print(f"voicetone: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

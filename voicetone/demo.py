@@ -1,0 +1,106 @@
+"""`voicetone demo`: the whole pipeline on one machine, ending by itself.
+
+Starts the embedded broker (unless --broker is given), a worker process, and
+replays the bundled sample calls; prints the events live, writes a timeline
+picture per call and stops everything with a bounded wait.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import orjson
+
+from voicetone.settings import Settings
+
+SAMPLES = Path(__file__).parent / "samples"
+# short consumer-group timings: the demo's worker joins in seconds, not a minute
+FAST_GROUP = {"VOICETONE_REBALANCE_TIMEOUT_S": "3", "VOICETONE_SESSION_TIMEOUT_S": "6",
+              "VOICETONE_HEARTBEAT_INTERVAL_S": "1", "VOICETONE_COMMIT_INTERVAL_S": "1"}
+
+
+def sample_calls() -> list[Path]:
+    return sorted(SAMPLES.glob("*.wav"))
+
+
+def start_worker(settings: Settings, log_path: Path, extra_env: Optional[dict] = None) -> subprocess.Popen:
+    env = dict(os.environ, **FAST_GROUP, VOICETONE_BROKER=settings.broker, **(extra_env or {}))
+    for name in ("device", "model_path"):
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"VOICETONE_{name.upper()}"] = str(value)
+    log = open(log_path, "wb")
+    return subprocess.Popen([sys.executable, "-m", "voicetone", "worker"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run_demo(settings: Settings, out_dir: str = "voicetone-demo", speed: float = 4.0,
+             files: Optional[Sequence[str]] = None, timeout_s: float = 170.0) -> int:
+    from rich.console import Console
+
+    from voicetone.broker import EmbeddedBroker, stop_process_group
+    from voicetone.framing import load_source
+    from voicetone.replay import replay
+    from voicetone.report import render_timeline
+    from voicetone.watch import consume_events, format_event
+
+    console = Console(highlight=False)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    calls = [Path(f) for f in files] if files else sample_calls()
+    if not calls:
+        raise FileNotFoundError(f"no sample calls in {SAMPLES}")
+    expected = sum(len(load_source(c).channels) for c in calls)
+    broker = None
+    worker = None
+    started = time.monotonic()
+    try:
+        if "--broker" not in sys.argv and not os.environ.get("VOICETONE_BROKER"):
+            broker = EmbeddedBroker(log_path=str(out / "broker.log")).start()
+            settings = settings.model_copy(update={"broker": broker.url})
+            console.print(f"[bold]embedded broker[/] on {broker.url}")
+        from streams.agent import ensure_topics
+        ensure_topics(settings)
+        worker = start_worker(settings, out / "worker.log")
+        console.print(f"[bold]worker[/] started (pid {worker.pid}); log in {out / 'worker.log'}")
+        events: list[dict] = []
+        ended = set()
+
+        def on_event(ev: dict) -> bool:
+            events.append(ev)
+            console.print(format_event(ev))
+            if ev["type"] == "call":
+                ended.add((ev["call_id"], ev["channel"]))
+            return len(ended) < expected and time.monotonic() - started < timeout_s
+
+        def should_stop() -> bool:
+            if worker.poll() is not None:
+                console.print(f"[red]the worker exited (code {worker.returncode}); see {out / 'worker.log'}[/]")
+                return True
+            return time.monotonic() - started > timeout_s
+
+        reader = threading.Thread(target=consume_events, args=(settings, on_event, True, timeout_s),
+                                  kwargs={"should_stop": should_stop}, daemon=True)
+        reader.start()
+        console.print(f"replaying {len(calls)} call(s) at {speed}x: " + ", ".join(c.name for c in calls))
+        replay(settings, [str(c) for c in calls], speed=speed, progress=False)
+        reader.join(timeout=max(5.0, timeout_s - (time.monotonic() - started)))
+        (out / "events.jsonl").write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        for call in sorted({e["call_id"] for e in events}):
+            png = render_timeline([e for e in events if e["call_id"] == call], out / f"{call}.png")
+            console.print(f"timeline: {png}")
+        ok = len(ended) >= expected
+        console.print(f"[bold]{'done' if ok else 'incomplete'}[/]: {len(ended)}/{expected} channels summarised, "
+                      f"{sum(e['type'] == 'segment' for e in events)} segments in {time.monotonic() - started:.0f} s")
+        return 0 if ok else 1
+    finally:
+        if worker is not None:
+            stop_process_group(worker, timeout=10)
+        if broker is not None:
+            broker.stop()

@@ -1,0 +1,65 @@
+"""`voicetone worker`: run the Faust worker until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from voicetone.settings import Settings
+
+log = logging.getLogger("voicetone.worker")
+
+# A Faust worker was seen to hang in shutdown: never let a stop take longer.
+SHUTDOWN_GRACE_S = 15.0
+
+
+def _hard_exit_after(seconds: float) -> None:
+    def _kill() -> None:
+        log.error("shutdown took more than %.0f s: exiting hard", seconds)
+        os._exit(0)
+
+    t = threading.Timer(seconds, _kill)
+    t.daemon = True
+    t.start()
+
+
+def run_worker(settings: Settings) -> int:
+    import faust
+
+    from streams.agent import Worker
+    from streams.metrics import start_http_server
+    from voicetone.logs import setup_logging
+
+    setup_logging(settings.log_level, json=settings.log_json)
+    if settings.inference_threads:
+        import torch
+        torch.set_num_threads(settings.inference_threads)
+    worker = Worker(settings)
+    log.info("model %s on %s; %d input partitions; broker %s", worker.model.version, worker.model.device,
+             worker.partitions, settings.broker)
+    server = None
+    if settings.metrics_port:
+        server = start_http_server(settings.metrics_host, settings.metrics_port, worker.metrics, worker.health)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
+    class _Worker(faust.Worker):
+        """Faust's worker with a bounded shutdown: SIGTERM/SIGINT start a clean
+        stop and a timer that exits hard if the stop hangs."""
+
+        def _on_sigterm(self) -> None:
+            worker.health.set_not_ready("shutting down")
+            _hard_exit_after(SHUTDOWN_GRACE_S)
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            self._on_sigterm()
+
+    fw = _Worker(worker.app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    try:
+        fw.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        if server is not None:
+            server.close()
+    return 0
