@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up voicetone on a fresh machine: system speech tools, a virtual
+# environment, the package with its test extras. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need_apt=()
+for bin in espeak-ng flite text2wave sox; do command -v "$bin" >/dev/null 2>&1 || need_apt+=("$bin"); done
+if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng flite festival festvox-kallpc16k \
+    festvox-kdlpc16k festvox-us-slt-hts sox >/dev/null || echo "warning: speech tools not installed (only corpus building needs them)"
+fi
+[ -d .venv ] || python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch first and pinned: a CPU build (anything else pulls gigabytes of CUDA)
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e ".[test]"
