@@ -23,7 +23,7 @@ import numpy as np
 from schemas.errors import FrameError
 from schemas.events import event_id, make_dead_letter
 from schemas.frames import decode_frame
-from schemas.resample import resample
+from schemas.resample import resample_fft
 from streams.aggregation import ChannelAggregate, InvalidSegment, SegmentResult
 from streams.batching import stack_windows
 from streams.windowing import CAPACITY, ChannelRegistry, Window, WindowSpec
@@ -92,7 +92,7 @@ class _Channel:
 
 def prepare_batch(windows: list[Window], rates: list[int], model_rate: int) -> tuple[np.ndarray, np.ndarray]:
     """Resample each window to the model's rate and stack them zero-padded."""
-    converted = [w.samples if r == model_rate else resample(w.samples, r, model_rate)
+    converted = [w.samples if r == model_rate else resample_fft(w.samples, r, model_rate)
                  for w, r in zip(windows, rates)]
     return stack_windows(converted)
 

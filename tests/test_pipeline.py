@@ -204,3 +204,17 @@ def test_checkpoint_waits_for_in_flight_windows():
     [(partition, state, watermark)] = res.checkpoints
     assert partition == 0 and state["aggregates"][0][3]["last_index"] == 1
     assert watermark == 50  # window 2 starts at 5 s = frame 50: everything before may be committed
+
+
+@pytest.mark.parametrize("src", [8000, 11025, 44100, 48000])
+def test_fft_window_resampling_keeps_tones_and_removes_aliases(src):
+    from schemas.resample import resample_fft
+
+    t = np.arange(src * 5) / src
+    y = resample_fft(np.sin(2 * np.pi * 1000 * t).astype(np.float32), src, 16000)
+    assert y.size == 80000
+    ref = np.sin(2 * np.pi * 1000 * np.arange(80000) / 16000)
+    assert np.abs(y[800:-800] - ref[800:-800]).max() < 1e-3
+    if src > 16000:  # a tone above the new Nyquist frequency must vanish, not fold back
+        z = resample_fft(np.sin(2 * np.pi * 9000 * t).astype(np.float32), src, 16000)
+        assert np.sqrt(np.mean(z[800:-800] ** 2)) < 1e-3

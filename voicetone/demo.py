@@ -89,7 +89,9 @@ def run_demo(settings: Settings, out_dir: str = "voicetone-demo", speed: float =
                                   kwargs={"should_stop": should_stop}, daemon=True)
         reader.start()
         console.print(f"replaying {len(calls)} call(s) at {speed}x: " + ", ".join(c.name for c in calls))
-        replay(settings, [str(c) for c in calls], speed=speed, progress=False)
+        # the bundled calls are stereo: agent on the left, customer on the right
+        names = "agent,customer" if not files else None
+        replay(settings, [str(c) for c in calls], channel=names, speed=speed, progress=False)
         reader.join(timeout=max(5.0, timeout_s - (time.monotonic() - started)))
         (out / "events.jsonl").write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
         for call in sorted({e["call_id"] for e in events}):
