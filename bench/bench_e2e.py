@@ -1,0 +1,384 @@
+"""End to end: N live channels in real time through a pipeline, latency measured outside it.
+
+For each run: a fresh embedded broker (tansu), the topics created with
+explicit configs, the target pipeline started as a subprocess, a readiness
+probe (one short call; the run starts once its first segment comes back), then
+the load: N concurrent channels (2 per call, the bundled 8 kHz sample calls
+looped, 100 ms pcm_s16le frames), each frame sent once its audio has
+"happened" with `ts_ms` set at send time; call starts are spread over one hop
+so windows complete evenly in time. A separate consumer (its own thread, its
+own explicit assignment) reads `sentiment.segments` and takes, per segment,
+
+    latency = arrival time - send time of the window's last frame
+
+(the last frame is found from the segment's `end_ms`: seq = end_ms / 100 - 1).
+Only windows whose last frame was sent after the warm-up count.
+
+A run passes when p99 <= --p99-ms (1000), at least 97% of the expected windows
+arrived (no backlog left behind) and the latency did not grow over the run
+(median of the last third minus the first third <= 250 ms). Worker CPU (% of
+one core) and RSS come from /proc over the measured part.
+
+Targets: `voicetone` (`python -m voicetone worker`, settings from VOICETONE_*),
+`faust-naive` (bench/peers/faust_naive.py), `quix` (bench/peers/quix_app.py in
+bench/.venv-quix). `--search` finds the largest N that passes: doubling from
+--start, then two bisection steps.
+
+    python bench/bench_e2e.py [--target voicetone] [--channels 40] [--measure 30] [--warmup 10]
+    python bench/bench_e2e.py --target voicetone,faust-naive,quix --search
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from _common import (OUTPUT_TOPICS, ChannelAudio, cpu_seconds, create_topics, encode_frame,  # noqa: E402
+                     load_average, machine, percentile, rss_bytes, sample_audio)
+from voicetone.broker import EmbeddedBroker, stop_process_group  # noqa: E402
+from voicetone.demo import FAST_GROUP  # noqa: E402
+
+RATE = 8000
+FRAME_MS = 100
+INPUT = "audio.frames"
+QUIX_PY = ROOT / "bench" / ".venv-quix" / "bin" / "python"
+TARGETS = ("voicetone", "faust-naive", "quix")
+
+console = Console(stderr=True, width=150)
+
+
+# ---------------------------------------------------------------- targets
+def target_command(target: str, broker: str, partitions: int) -> list[str]:
+    if target == "voicetone":
+        return [sys.executable, "-m", "voicetone", "worker"]
+    if target == "faust-naive":
+        return [sys.executable, str(ROOT / "bench/peers/faust_naive.py"), "--broker", broker,
+                "--partitions", str(partitions)]
+    if target == "quix":
+        if not QUIX_PY.exists():
+            raise SystemExit(f"{QUIX_PY} missing: see the setup line in docs/benchmarks.md")
+        return [str(QUIX_PY), str(ROOT / "bench/peers/quix_app.py"), "--broker", broker]
+    raise ValueError(target)
+
+
+def start_target(target: str, broker: str, partitions: int, log_path: Path) -> subprocess.Popen:
+    env = dict(os.environ, **FAST_GROUP, VOICETONE_BROKER=broker, VOICETONE_TOPIC_PARTITIONS=str(partitions),
+               VOICETONE_LOG_LEVEL=os.environ.get("VOICETONE_LOG_LEVEL", "WARNING"), PYTHONUNBUFFERED="1")
+    log = open(log_path, "wb")
+    return subprocess.Popen(target_command(target, broker, partitions), env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
+
+
+# ---------------------------------------------------------------- segment consumer
+class SegmentReader(threading.Thread):
+    """Reads sentiment.segments (explicit assignment at the end); records arrivals."""
+
+    def __init__(self, broker: str):
+        super().__init__(daemon=True)
+        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+        self.c = Consumer({"bootstrap.servers": broker, "group.id": "bench-e2e-reader",
+                           "enable.auto.commit": False, "fetch.wait.max.ms": 10,
+                           "log.connection.close": False})
+        topic = OUTPUT_TOPICS[0]
+        parts = self.c.list_topics(topic, timeout=20).topics[topic].partitions
+        self.c.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
+        self.arrivals: list[tuple[float, str, str, int]] = []   # (wall time, call, channel, end_ms)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                msgs = self.c.consume(num_messages=1000, timeout=0.1)
+                now = time.time()
+                got = []
+                for m in msgs:
+                    if m.error() is not None:
+                        continue
+                    try:
+                        ev = orjson.loads(m.value())
+                        got.append((now, ev["call_id"], ev["channel"], int(ev["end_ms"])))
+                    except Exception:
+                        continue
+                if got:
+                    with self.lock:
+                        self.arrivals.extend(got)
+        finally:
+            self.c.close()
+
+    def take(self) -> list:
+        with self.lock:
+            out, self.arrivals = self.arrivals, []
+        return out
+
+
+# ---------------------------------------------------------------- load
+def wait_ready(producer, reader: SegmentReader, proc: subprocess.Popen, run_tag: str,
+               timeout: float) -> float:
+    """Send a 7 s probe call (timestamps in the past) until a segment of it comes back."""
+    start = time.monotonic()
+    track = sample_audio(RATE)[0]
+    attempt = 0
+    while time.monotonic() - start < timeout:
+        call = f"probe-{run_tag}-{attempt}"
+        audio = ChannelAudio(track, 0)
+        base = int(time.time() * 1000) - 7000
+        for seq in range(70):
+            producer.produce(INPUT, key=call.encode(), value=encode_frame(call, "agent", seq, RATE, audio.next(RATE // 10),
+                                                                          ts_ms=base + seq * FRAME_MS))
+        producer.flush(10)
+        until = time.monotonic() + 15
+        while time.monotonic() < until:
+            if proc.poll() is not None:
+                raise RuntimeError(f"target exited with code {proc.returncode} before it was ready")
+            if any(a[1].startswith("probe-") for a in reader.take()):
+                return time.monotonic() - start
+            time.sleep(0.2)
+        attempt += 1
+    raise RuntimeError(f"no segment from the probe call within {timeout:.0f} s")
+
+
+def run_once(target: str, n: int, args, run_tag: str) -> dict:
+    from confluent_kafka import Producer
+
+    logdir = Path(args.logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(log_path=str(logdir / f"broker-{run_tag}.log")).start()
+    proc = None
+    reader = None
+    try:
+        create_topics(broker.url, [INPUT, *OUTPUT_TOPICS], args.partitions)
+        proc = start_target(target, broker.url, args.partitions, logdir / f"{target}-{run_tag}.log")
+        reader = SegmentReader(broker.url)
+        reader.start()
+        producer = Producer({"bootstrap.servers": broker.url, "linger.ms": 5, "acks": 1,
+                             "queue.buffering.max.messages": 1_000_000, "log.connection.close": False})
+        ready_s = wait_ready(producer, reader, proc, run_tag, args.ready_timeout)
+        time.sleep(1.0)
+        reader.take()
+
+        # channels: 2 per call, a call's channels start together, call starts spread over one hop
+        tracks = sample_audio(RATE)
+        calls = (n + 1) // 2
+        names, audio, offsets = [], [], np.zeros(n)
+        for c in range(n):
+            call, ch = divmod(c, 2)
+            names.append((f"{run_tag}-{call:05d}", ("agent", "customer")[ch]))
+            audio.append(ChannelAudio(tracks[c % len(tracks)], 7919 * call))
+            offsets[c] = 2.5 * call / calls
+        index = {k: i for i, k in enumerate(names)}
+        keys = [k[0].encode() for k in names]
+        total_s = args.warmup + args.measure
+        max_frames = int(total_s * 1000 / FRAME_MS) + 50
+        sent_at = np.zeros((n, max_frames))          # wall time each frame was sent (0: not sent)
+        seqs = np.zeros(n, dtype=np.int64)
+        step = RATE * FRAME_MS // 1000
+        t0 = time.monotonic()
+        due = t0 + offsets + FRAME_MS / 1000
+        t_end = t0 + total_s
+        wall0 = time.time()
+        t_measure_wall = wall0 + args.warmup
+        late_max = 0.0
+        gen_cpu0 = time.process_time()
+        samples = []       # (t, worker cpu s, worker rss, broker cpu s)
+        next_sample = t0
+        cpu_at_measure = None
+        while True:
+            now = time.monotonic()
+            if now >= t_end:
+                break
+            if now >= next_sample:
+                samples.append((now, cpu_seconds(proc.pid), rss_bytes(proc.pid), cpu_seconds(broker.proc.pid)))
+                next_sample += 1.0
+                if cpu_at_measure is None and now >= t0 + args.warmup:
+                    cpu_at_measure = samples[-1]
+                if proc.poll() is not None:
+                    raise RuntimeError(f"target exited with code {proc.returncode} during the run")
+            ready = np.nonzero(due <= now)[0]
+            for c in ready:
+                s = int(seqs[c])
+                if s >= max_frames:
+                    continue
+                late_max = max(late_max, now - due[c])
+                ts = time.time()
+                value = encode_frame(names[c][0], names[c][1], s, RATE, audio[c].next(step), ts_ms=int(ts * 1000))
+                while True:
+                    try:
+                        producer.produce(INPUT, key=keys[c], value=value)
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+                sent_at[c, s] = ts
+                seqs[c] = s + 1
+                due[c] += FRAME_MS / 1000
+            producer.poll(0)
+            sleep = float(due.min()) - time.monotonic()
+            if sleep > 0:
+                time.sleep(min(sleep, 0.005))
+        end_sample = (time.monotonic(), cpu_seconds(proc.pid), rss_bytes(proc.pid), cpu_seconds(broker.proc.pid))
+        gen_cpu = time.process_time() - gen_cpu0
+        producer.flush(10)
+        wall_end = time.time()
+        # let the last windows arrive (anything later than the bound fails anyway)
+        time.sleep(max(2.0, args.p99_ms / 1000 + 1.0))
+        arrivals = reader.take()
+    finally:
+        if reader is not None:
+            reader.stop.set()
+            reader.join(timeout=5)
+        if proc is not None:
+            stop_process_group(proc, timeout=10)
+        broker.stop()
+
+    lat, sent = [], []
+    for recv, call, ch, end_ms in arrivals:
+        c = index.get((call, ch))
+        if c is None:
+            continue
+        s = int(round(end_ms / FRAME_MS)) - 1
+        if not 0 <= s < max_frames or sent_at[c, s] == 0:
+            continue
+        if sent_at[c, s] < t_measure_wall:
+            continue
+        lat.append(recv - sent_at[c, s])
+        sent.append(sent_at[c, s])
+    lat_ms = np.asarray(lat) * 1000
+    sent = np.asarray(sent)
+    # windows whose last frame was sent in [measure start, end - 1 s]
+    horizon = wall_end - 1.0
+    got = int(np.sum(sent <= horizon))
+    expected = n * max(0.0, horizon - t_measure_wall) / (2.5)
+    completeness = got / expected if expected else float("nan")
+    order = np.argsort(sent)
+    thirds = np.array_split(lat_ms[order], 3) if len(lat_ms) >= 3 else [lat_ms] * 3
+    growth = float(np.median(thirds[2]) - np.median(thirds[0])) if len(lat_ms) >= 3 else float("nan")
+    measured = end_sample[0] - cpu_at_measure[0] if cpu_at_measure else float("nan")
+    worker_cpu = (end_sample[1] - cpu_at_measure[1]) / measured * 100 if cpu_at_measure else float("nan")
+    broker_cpu = (end_sample[3] - cpu_at_measure[3]) / measured * 100 if cpu_at_measure else float("nan")
+    rss = [s[2] for s in samples if cpu_at_measure and s[0] >= cpu_at_measure[0]] + [end_sample[2]]
+    r = {
+        "target": target, "channels": n, "ready_s": round(ready_s, 1), "segments": got,
+        "expected_windows": round(expected), "completeness": completeness,
+        "p50_ms": percentile(lat_ms, 50), "p99_ms": percentile(lat_ms, 99), "max_ms": percentile(lat_ms, 100),
+        "growth_ms": growth, "worker_cpu_pct": worker_cpu, "worker_rss_mb": max(rss) / 2**20,
+        "worker_rss_growth_mb": (rss[-1] - rss[0]) / 2**20, "broker_cpu_pct": broker_cpu,
+        "loadgen_cpu_pct": gen_cpu / total_s * 100, "loadgen_late_max_ms": late_max * 1000,
+        "loadavg": load_average(),
+    }
+    r["pass"] = bool(len(lat_ms) > 0 and r["p99_ms"] <= args.p99_ms and completeness >= args.min_complete
+                     and growth <= args.max_growth_ms)
+    return r
+
+
+def show(r: dict) -> None:
+    ok = "[green]pass[/]" if r["pass"] else "[red]fail[/]"
+    console.print(f"  {r['target']:<11} N={r['channels']:<5} {ok}  p50 {r['p50_ms']:.0f} ms  p99 {r['p99_ms']:.0f} ms  "
+                  f"windows {r['segments']}/{r['expected_windows']} ({r['completeness']:.0%})  growth {r['growth_ms']:+.0f} ms  "
+                  f"worker {r['worker_cpu_pct']:.0f}% CPU {r['worker_rss_mb']:.0f} MB  load {r['loadavg']}")
+
+
+def search(target: str, args, tag: str) -> tuple[int, list[dict]]:
+    runs: list[dict] = []
+
+    def trial(n: int) -> bool:
+        r = run_once(target, n, args, f"{tag}{len(runs)}")
+        runs.append(r)
+        show(r)
+        return r["pass"]
+
+    n, lo, hi = args.start, 0, None
+    while True:
+        if trial(n):
+            lo = n
+            if hi is not None or n >= args.max_channels:
+                break
+            n = min(args.max_channels, n * 2)
+        else:
+            hi = n
+            if lo or n <= 1:
+                break
+            n = max(1, n // 2)   # even the start fails: go down
+    for _ in range(args.bisect):
+        if hi is None or lo == 0 or hi - lo <= max(2, lo // 8):
+            break
+        mid = (lo + hi) // 2
+        if trial(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, runs
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--target", default="voicetone", help="comma list of: voicetone, faust-naive, quix; or all")
+    p.add_argument("--channels", type=int, default=40, help="concurrent channels (without --search)")
+    p.add_argument("--search", action="store_true", help="find the largest N that passes")
+    p.add_argument("--start", type=int, default=20, help="first N of --search (then doubled)")
+    p.add_argument("--max-channels", type=int, default=2000)
+    p.add_argument("--bisect", type=int, default=2, help="bisection steps after the doubling")
+    p.add_argument("--warmup", type=float, default=10.0, help="seconds of load before measuring")
+    p.add_argument("--measure", type=float, default=30.0, help="seconds measured")
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--p99-ms", type=float, default=1000.0)
+    p.add_argument("--min-complete", type=float, default=0.97)
+    p.add_argument("--max-growth-ms", type=float, default=250.0)
+    p.add_argument("--ready-timeout", type=float, default=120.0)
+    p.add_argument("--logdir", default=os.path.join(tempfile.gettempdir(), "voicetone-bench-e2e"))
+    args = p.parse_args(argv)
+    targets = list(TARGETS) if args.target == "all" else args.target.split(",")
+    load_before = load_average()
+    settings = {k: v for k, v in os.environ.items() if k.startswith("VOICETONE_")}
+    console.print(f"logs in {args.logdir}; load avg {load_before}; {machine()['cpus']} CPUs; "
+                  f"worker settings {settings or 'defaults'}")
+    results, best = [], {}
+    for i, target in enumerate(targets):
+        if args.search:
+            best[target], runs = search(target, args, f"{target[:2]}{i}s")
+            results += runs
+        else:
+            r = run_once(target, args.channels, args, f"{target[:2]}{i}")
+            results.append(r)
+            show(r)
+    t = Table(title=f"end to end, 100 ms frames, 8 kHz; p99 bound {args.p99_ms:.0f} ms; "
+                    f"{args.measure:.0f} s measured after {args.warmup:.0f} s; load avg before {load_before}, "
+                    f"{machine()['cpus']} CPUs")
+    for col in ("target", "N", "pass", "p50 ms", "p99 ms", "windows", "growth ms", "worker CPU %", "worker RSS MB",
+                "broker CPU %", "loadgen CPU %", "load avg"):
+        t.add_column(col, justify="right")
+    for r in results:
+        t.add_row(r["target"], str(r["channels"]), "yes" if r["pass"] else "no", f"{r['p50_ms']:.0f}",
+                  f"{r['p99_ms']:.0f}", f"{r['completeness']:.0%}", f"{r['growth_ms']:+.0f}",
+                  f"{r['worker_cpu_pct']:.0f}", f"{r['worker_rss_mb']:.0f}", f"{r['broker_cpu_pct']:.0f}",
+                  f"{r['loadgen_cpu_pct']:.0f}", r["loadavg"])
+    console.print(t)
+    if best:
+        ref = best.get("voicetone")
+        for target, n in best.items():
+            ratio = f" (voicetone / {target}: {ref / n:.1f}x)" if ref and n and target != "voicetone" else ""
+            console.print(f"largest N sustained: {target} {n}{ratio}")
+    print(json.dumps({"bench": "e2e", "machine": {**machine(), "loadavg_before": load_before},
+                      "settings": settings, "args": {k: v for k, v in vars(args).items() if k != "logdir"},
+                      "max_channels": best, "runs": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
