@@ -135,13 +135,25 @@ class PacedProducer(threading.Thread):
         schedule.sort(key=lambda x: x[0])
         self.schedule = schedule
         self.sent = 0
+        self.partitions: dict[bytes, int] = {}  # key -> partition, from delivery reports
         self.error: Optional[BaseException] = None
         self.stop_flag = threading.Event()
+
+    @property
+    def total(self) -> int:
+        return len(self.schedule)
 
     def run(self) -> None:
         try:
             p = producer(self.settings)
             errors: list[str] = []
+
+            def on_delivery(err, msg) -> None:
+                if err is not None:
+                    errors.append(str(err))
+                else:
+                    self.partitions[msg.key()] = msg.partition()
+
             start = time.monotonic()
             for due, key, value in self.schedule:
                 delay = start + due - time.monotonic()
@@ -149,8 +161,7 @@ class PacedProducer(threading.Thread):
                     return
                 while True:
                     try:
-                        p.produce(self.settings.input_topic, key=key, value=value,
-                                  on_delivery=lambda err, msg: err is not None and errors.append(str(err)))
+                        p.produce(self.settings.input_topic, key=key, value=value, on_delivery=on_delivery)
                         break
                     except BufferError:
                         p.poll(0.05)
@@ -257,6 +268,8 @@ class WorkerProc:
         for name in ("app_id", "model_path", "topic_partitions"):
             env[f"VOICETONE_{name.upper()}"] = str(getattr(self.settings, name))
         env.update(self.extra_env)
+        if os.environ.get("VOICETONE_REL_WORKER_PYTHONPATH"):  # debugging aid: inject a patch into workers
+            env["PYTHONPATH"] = os.environ["VOICETONE_REL_WORKER_PYTHONPATH"] + os.pathsep + env.get("PYTHONPATH", "")
         self.starts += 1
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts} =====\n".encode())
@@ -311,6 +324,24 @@ class WorkerProc:
                     return
             time.sleep(0.2)
         raise AssertionError(f"worker not ready within {timeout:.0f} s; log tail:\n{self.log_tail()}")
+
+    def assigned(self) -> Optional[int]:
+        """Number of input partitions the worker owns (None: not ready / unreachable)."""
+        try:
+            code, body = self.http("/readyz", 1.0)
+        except OSError:
+            return None
+        if code != 200:
+            return None
+        reason = orjson.loads(body).get("reason", "")
+        return int(reason.split()[0]) if reason.split() and reason.split()[0].isdigit() else None
+
+    def wait_exit(self, timeout: float) -> Optional[int]:
+        """Wait for the process to end by itself; None if it did not within `timeout`."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group; for SIGKILL, wait until it is gone."""
@@ -428,3 +459,89 @@ def check_against_reference(got: list[dict], ref: list[dict], tol: float = FLOAT
 
 def dump_events(path: Path, events: Iterable[dict]) -> None:
     Path(path).write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+
+
+# ---------------------------------------------------------------- a whole scenario
+class Scenario:
+    """Broker + `n_workers` workers in one group + paced calls + event log; `disrupt(sc)` runs
+    while the calls stream; then every call must complete as in the crash-free reference."""
+
+    def __init__(self, tmp_path: Path, n_calls: int, seconds: tuple[float, float], spread_s: float, seed: int,
+                 n_workers: int = 1, speed: float = 1.0, worker_env: Optional[dict] = None,
+                 broker_kwargs: Optional[dict] = None):
+        import random
+
+        self.tmp_path = Path(tmp_path)
+        self.rnd = random.Random(seed)
+        self.model_path = tiny_model_path(self.tmp_path)
+        self.files = make_calls(self.tmp_path, n_calls, seconds, seed=seed, stereo_every=4)
+        self.frames = call_frames(self.files)
+        self.starts = sorted(self.rnd.uniform(0, spread_s) for _ in self.files)
+        self.spread_s, self.speed = spread_s, speed
+        self.n_workers = n_workers
+        self.worker_env = worker_env or {}
+        self.broker_kwargs = broker_kwargs or {}
+        self.workers: list[WorkerProc] = []
+        self.notes: dict = {}
+
+    def alive_any(self) -> Optional[str]:
+        if any(w.alive() is None for w in self.workers):
+            return None
+        return "no worker alive:\n" + "\n".join(w.log_tail(1500) for w in self.workers)
+
+    def run(self, disrupt: Callable[["Scenario"], None], final_timeout: float = 180) -> dict:
+        with running_broker(self.tmp_path, **self.broker_kwargs) as broker:
+            self.broker = broker
+            self.settings = base_settings(broker.url, self.model_path)
+            create_topics(self.settings)
+            self.ref = reference_events(self.settings, self.files)
+            n_channels = sum(e["type"] == "call" for e in self.ref)
+            n_aggs = sum(e["type"] == "aggregate" for e in self.ref)
+            self.log = EventLog(self.settings)
+            self.log.start()
+            self.workers = [WorkerProc(self.settings, self.tmp_path / f"worker{i}.log", self.worker_env)
+                            for i in range(self.n_workers)]
+            self.feeder = PacedProducer(self.settings, self.frames, self.starts, self.speed)
+            try:
+                with workers(*self.workers):
+                    for w in self.workers:
+                        w.start()
+                    for w in self.workers:
+                        w.wait_ready()
+                    self.feeder.start()
+                    disrupt(self)
+                    self.feeder.join(timeout=self.spread_s / self.speed + 180)
+                    assert not self.feeder.is_alive(), "producer did not finish"
+                    if self.feeder.error:
+                        raise self.feeder.error
+
+                    def complete(ev):
+                        calls = {(e["call_id"], e["channel"]) for e in ev if e["type"] == "call"}
+                        aggs = {(e["call_id"], e["channel"], e["segment_index"]) for e in ev
+                                if e["type"] == "aggregate"}
+                        return len(calls) >= n_channels and len(aggs) >= n_aggs
+                    self.log.wait_for(complete, timeout=final_timeout, what=f"{n_channels} complete channels",
+                                      alive=self.alive_any)
+                    self.events = self.log.snapshot()
+            finally:
+                self.log.stop()
+        dump_events(self.tmp_path / "events.jsonl", self.events)
+        dump_events(self.tmp_path / "reference.jsonl", self.ref)
+        dlq = [e for e in self.events if e["type"] == "dead_letter"]
+        assert not dlq, f"good frames dead-lettered: {dlq[:3]}"
+        stats = check_against_reference(self.events, self.ref)
+        stats.update(self.notes)
+        (self.tmp_path / "stats.json").write_text(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(stats).decode())
+        return stats
+
+    def wait_published(self, w: WorkerProc, timeout: float = 90) -> float:
+        """Until worker `w` has published at least one segment in this life."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert w.alive() is None, w.alive()
+            n = w.metric("voicetone_segments_published_total")
+            if n:
+                return n
+            assert time.monotonic() < deadline, f"no segment published within {timeout:.0f} s"
+            time.sleep(0.1)
