@@ -21,7 +21,9 @@ one core) and RSS come from /proc over the measured part.
 
 Targets: `voicetone` (`python -m voicetone worker`, settings from VOICETONE_*),
 `faust-naive` (bench/peers/faust_naive.py), `quix` (bench/peers/quix_app.py in
-bench/.venv-quix). `--search` finds the largest N that passes: doubling from
+bench/.venv-quix), and `voicetone-fetch`: the unchanged worker with Faust's
+hard-coded 1.5 s Kafka fetch wait cut to 50 ms (bench/worker_fetch_wait.py), to
+show what that fix buys. `--search` finds the largest N that passes: doubling from
 --start, then two bisection steps.
 
     python bench/bench_e2e.py [--target voicetone] [--channels 40] [--measure 30] [--warmup 10]
@@ -58,7 +60,7 @@ RATE = 8000
 FRAME_MS = 100
 INPUT = "audio.frames"
 QUIX_PY = ROOT / "bench" / ".venv-quix" / "bin" / "python"
-TARGETS = ("voicetone", "faust-naive", "quix")
+TARGETS = ("voicetone", "voicetone-fetch", "faust-naive", "quix")
 
 console = Console(stderr=True, width=150)
 
@@ -67,6 +69,8 @@ console = Console(stderr=True, width=150)
 def target_command(target: str, broker: str, partitions: int) -> list[str]:
     if target == "voicetone":
         return [sys.executable, "-m", "voicetone", "worker"]
+    if target == "voicetone-fetch":   # the worker with a 50 ms fetch wait (bench/worker_fetch_wait.py)
+        return [sys.executable, str(ROOT / "bench/worker_fetch_wait.py")]
     if target == "faust-naive":
         return [sys.executable, str(ROOT / "bench/peers/faust_naive.py"), "--broker", broker,
                 "--partitions", str(partitions)]
@@ -77,12 +81,44 @@ def target_command(target: str, broker: str, partitions: int) -> list[str]:
     raise ValueError(target)
 
 
-def start_target(target: str, broker: str, partitions: int, log_path: Path) -> subprocess.Popen:
+def start_target(target: str, broker: str, partitions: int, log_path: Path,
+                 metrics_port: int = 0) -> subprocess.Popen:
     env = dict(os.environ, **FAST_GROUP, VOICETONE_BROKER=broker, VOICETONE_TOPIC_PARTITIONS=str(partitions),
                VOICETONE_LOG_LEVEL=os.environ.get("VOICETONE_LOG_LEVEL", "WARNING"), PYTHONUNBUFFERED="1")
+    if metrics_port:
+        env["VOICETONE_METRICS_PORT"] = str(metrics_port)
     log = open(log_path, "wb")
     return subprocess.Popen(target_command(target, broker, partitions), env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
+
+
+WORKER_METRICS = ("voicetone_inference_seconds", "voicetone_batch_size", "voicetone_end_to_end_latency_seconds")
+
+
+def scrape(port: int) -> dict:
+    """_sum and _count of the worker's histograms (its own view of the run)."""
+    import urllib.request
+
+    out = {}
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        for name in WORKER_METRICS:
+            for suffix in ("_sum", "_count"):
+                if line.startswith(name + suffix + " "):
+                    out[name + suffix] = float(line.split()[-1])
+    return out
+
+
+def worker_view(before: dict, after: dict) -> dict:
+    def mean(name):
+        n = after.get(name + "_count", 0) - before.get(name + "_count", 0)
+        return (after.get(name + "_sum", 0) - before.get(name + "_sum", 0)) / n if n else float("nan")
+    return {"worker_mean_inference_ms": mean("voicetone_inference_seconds") * 1000,
+            "worker_mean_batch": mean("voicetone_batch_size"),
+            "worker_mean_publish_latency_ms": mean("voicetone_end_to_end_latency_seconds") * 1000}
 
 
 # ---------------------------------------------------------------- segment consumer
@@ -165,7 +201,10 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     reader = None
     try:
         create_topics(broker.url, [INPUT, *OUTPUT_TOPICS], args.partitions)
-        proc = start_target(target, broker.url, args.partitions, logdir / f"{target}-{run_tag}.log")
+        from voicetone.broker import free_port
+        metrics_port = free_port() if target.startswith("voicetone") else 0
+        metrics_before: dict = {}
+        proc = start_target(target, broker.url, args.partitions, logdir / f"{target}-{run_tag}.log", metrics_port)
         reader = SegmentReader(broker.url)
         reader.start()
         producer = Producer({"bootstrap.servers": broker.url, "linger.ms": 5, "acks": 1,
@@ -209,6 +248,8 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
                 next_sample += 1.0
                 if cpu_at_measure is None and now >= t0 + args.warmup:
                     cpu_at_measure = samples[-1]
+                    if metrics_port:
+                        metrics_before = scrape(metrics_port)
                 if proc.poll() is not None:
                     raise RuntimeError(f"target exited with code {proc.returncode} during the run")
             ready = np.nonzero(due <= now)[0]
@@ -239,6 +280,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         # let the last windows arrive (anything later than the bound fails anyway)
         time.sleep(max(2.0, args.p99_ms / 1000 + 1.0))
         arrivals = reader.take()
+        view = worker_view(metrics_before, scrape(metrics_port)) if metrics_port else {}
     finally:
         if reader is not None:
             reader.stop.set()
@@ -280,7 +322,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         "growth_ms": growth, "worker_cpu_pct": worker_cpu, "worker_rss_mb": max(rss) / 2**20,
         "worker_rss_growth_mb": (rss[-1] - rss[0]) / 2**20, "broker_cpu_pct": broker_cpu,
         "loadgen_cpu_pct": gen_cpu / total_s * 100, "loadgen_late_max_ms": late_max * 1000,
-        "loadavg": load_average(),
+        "loadavg": load_average(), **view,
     }
     r["pass"] = bool(len(lat_ms) > 0 and r["p99_ms"] <= args.p99_ms and completeness >= args.min_complete
                      and growth <= args.max_growth_ms)
@@ -292,6 +334,10 @@ def show(r: dict) -> None:
     console.print(f"  {r['target']:<11} N={r['channels']:<5} {ok}  p50 {r['p50_ms']:.0f} ms  p99 {r['p99_ms']:.0f} ms  "
                   f"windows {r['segments']}/{r['expected_windows']} ({r['completeness']:.0%})  growth {r['growth_ms']:+.0f} ms  "
                   f"worker {r['worker_cpu_pct']:.0f}% CPU {r['worker_rss_mb']:.0f} MB  load {r['loadavg']}")
+    if "worker_mean_inference_ms" in r:
+        console.print(f"    worker's own view: mean batch {r['worker_mean_batch']:.1f}, mean model call "
+                      f"{r['worker_mean_inference_ms']:.0f} ms, mean audio end -> publish "
+                      f"{r['worker_mean_publish_latency_ms']:.0f} ms")
 
 
 def search(target: str, args, tag: str) -> tuple[int, list[dict]]:
@@ -328,7 +374,7 @@ def search(target: str, args, tag: str) -> tuple[int, list[dict]]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--target", default="voicetone", help="comma list of: voicetone, faust-naive, quix; or all")
+    p.add_argument("--target", default="voicetone", help="comma list of: voicetone, voicetone-fetch, faust-naive, quix; or all")
     p.add_argument("--channels", type=int, default=40, help="concurrent channels (without --search)")
     p.add_argument("--search", action="store_true", help="find the largest N that passes")
     p.add_argument("--start", type=int, default=20, help="first N of --search (then doubled)")
