@@ -48,6 +48,7 @@ class ProcessorConfig:
     speech_threshold: float = 0.5
     current_speech_ms: int = 30000
     input_topic: str = "audio.frames"
+    dlq_max_value_bytes: int = 262144
 
     @classmethod
     def from_settings(cls, s) -> "ProcessorConfig":
@@ -112,6 +113,7 @@ class StreamProcessor:
         self.applied: dict[int, int] = {}    # partition -> windows whose results were applied
         self.frames = 0
         self._pending: dict[int, dict] = {}  # partition -> checkpoint waiting for in-flight results
+        self.last_offsets: dict[int, int] = {}  # partition -> highest input offset ingested
 
     # ------------------------------------------------------------ frames in
     def _registry(self, partition: int, rate: int) -> ChannelRegistry:
@@ -124,6 +126,10 @@ class StreamProcessor:
         return reg
 
     def _dead_letter(self, out: Output, err: FrameError, value: bytes, key, partition, offset) -> None:
+        cap = self.config.dlq_max_value_bytes
+        if len(value) > cap:  # a multi-MB frame must not make a dead letter the broker refuses
+            err = FrameError(err.reason, f"{err.detail} [value truncated: first {cap} of {len(value)} bytes kept]")
+            value = value[:cap]
         out.dead_letters.append(make_dead_letter(err, value, key, self.config.input_topic, partition, offset,
                                                  self.clock_ms()).model_dump(mode="json"))
 
@@ -132,6 +138,8 @@ class StreamProcessor:
         """One consumed message: decode it, window it, report what is ready."""
         out = Output()
         self.frames += 1
+        if offset is not None and offset > self.last_offsets.get(partition, -1):
+            self.last_offsets[partition] = offset
         try:
             decoded = decode_frame(value, key, self.config.max_frame_bytes, self.config.max_frame_ms)
         except FrameError as err:
@@ -331,9 +339,14 @@ class StreamProcessor:
                 snap[ckey] = self._snapshot(ckey, ch)
             else:
                 need[ckey] = target
+        watermark = self.low_watermark(partition)
+        if watermark is None and partition in self.last_offsets:
+            # nothing buffered is needed: everything ingested *so far* is covered
+            # by this checkpoint, but not frames ingested while it waits
+            watermark = self.last_offsets[partition] + 1
         self._pending[partition] = {
             "registries": {str(rate): reg.checkpoint() for rate, reg in regs.items()},
-            "watermark": self.low_watermark(partition), "need": need, "snap": snap,
+            "watermark": watermark, "need": need, "snap": snap,
         }
         if not need:
             out.checkpoints.append(self._complete(partition))
@@ -366,6 +379,7 @@ class StreamProcessor:
         self.emitted.pop(partition, None)
         self.applied.pop(partition, None)
         self._pending.pop(partition, None)
+        self.last_offsets.pop(partition, None)
 
     def in_flight(self, partition: int) -> int:
         return self.emitted.get(partition, 0) - self.applied.get(partition, 0)

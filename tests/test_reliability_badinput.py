@@ -153,9 +153,6 @@ def test_hostile_frames_are_dead_lettered_and_good_calls_unaffected(tmp_path):
     _fuzz_run(tmp_path, files, [hostile_frame(rng, call_ids, big=False) for _ in range(N_BAD)])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the dead letter of a multi-MB frame (raw value base64-encoded) is "
-                   "larger than the worker producer's max_request_size (1 MB); the send error crashes the "
-                   "worker, and on restart it re-reads the same frame: a poison-pill crash loop")
 def test_multi_megabyte_frames_are_dead_lettered_without_crashing_the_worker(tmp_path):
     rng = random.Random(SEED)
     files = make_calls(tmp_path, 2, (8, 10), seed=SEED + 1)

@@ -125,8 +125,6 @@ def _apply(p, windows, model):
     return p.apply_results(windows, sp, se)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a checkpoint with watermark None acks frames consumed after its "
-                   "snapshot (streams/pipeline.py request_checkpoint / streams/agent.py _commit_checkpoint)")
 def test_checkpoint_completed_late_does_not_commit_frames_ingested_after_it():
     """The race the live crash test hit (segment 0 of a call re-emitted with other probabilities).
 

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     max_gap_ms: int = Field(10000, description="A gap of missing frames longer than this is dead-lettered, not silence-filled")
     max_frame_bytes: int = Field(1_000_000, description="Frames larger than this are dead-lettered")
     max_frame_ms: int = Field(5000, description="Frames holding more audio than this are dead-lettered")
+    dlq_max_value_bytes: int = Field(262144, ge=0, description="Dead letters keep at most this many bytes of the raw value")
     max_active_channels: int = Field(20000, ge=1, description="Cap on open (call, channel) states per worker")
 
     # --- operations ----------------------------------------------------------
