@@ -15,7 +15,7 @@ own explicit assignment) reads `sentiment.segments` and takes, per segment,
 Only windows whose last frame was sent after the warm-up count.
 
 A run passes when p99 <= --p99-ms (1000), at least 97% of the expected windows
-arrived (no backlog left behind) and the latency did not grow over the run
+arrived, or at most one per channel is missing (no backlog left behind) and the latency did not grow over the run
 (median of the last third minus the first third <= 250 ms). Worker CPU (% of
 one core) and RSS come from /proc over the measured part.
 
@@ -324,7 +324,11 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         "loadgen_cpu_pct": gen_cpu / total_s * 100, "loadgen_late_max_ms": late_max * 1000,
         "loadavg": load_average(), **view,
     }
-    r["pass"] = bool(len(lat_ms) > 0 and r["p99_ms"] <= args.p99_ms and completeness >= args.min_complete
+    # windows missing: a backlog, unless within one window per channel (window boundaries differ
+    # between pipelines: Quix aligns windows to the epoch, so a channel may have one fewer in the span)
+    missing = expected - got
+    complete_ok = completeness >= args.min_complete or missing <= n
+    r["pass"] = bool(len(lat_ms) > 0 and r["p99_ms"] <= args.p99_ms and complete_ok
                      and growth <= args.max_growth_ms)
     return r
 
