@@ -19,9 +19,9 @@ Rerun (from the repository root, venv active)::
     python bench/ablation.py acoustic --pretrain data/ckpt/pretrain.pt \\
         --manifest data/synth/train.pl.jsonl --test data/synth/test.jsonl \\
         --out data/ckpt/ablation-acoustic.pt --steps 600 --batch-size 16
-    python bench/ablation.py text --test data/synth/test.jsonl --out eval/ablation-text.json
-    python bench/ablation.py table --hybrid eval/default/report.json \\
-        --acoustic data/ckpt/ablation-acoustic.eval.json --text eval/ablation-text.json
+    python bench/ablation.py text --test data/synth/test.jsonl --out data/eval/ablation-text.json
+    python bench/ablation.py table --hybrid data/eval/default/report.json \\
+        --acoustic data/ckpt/ablation-acoustic.eval.json --text data/eval/ablation-text.json
 
 ``--limit N`` on ``text`` scores only the first N test entries (PocketSphinx
 is slow); ``table`` then compares all systems on that same subset too.
@@ -115,18 +115,24 @@ def run_text(args) -> int:
         ref_pred = SENTIMENTS.index(vader.label(e.transcript)) if e.transcript else -1
         records.append({"audio": e.audio, "group": dict(e.group), "label": e.label_index, "pred": pred,
                         "hyp": hyp, "ref": e.transcript, "vader_on_reference": ref_pred})
-        if not args.quiet and (i + 1) % 50 == 0:
-            print(f"text-only: {i + 1}/{len(entries)} ({time.time() - t0:.0f} s)", file=sys.stderr)
-    # the ceiling of the words-only path: VADER on the true transcript (a perfect recogniser)
-    oracle = [dict(r, pred=r["vader_on_reference"]) for r in records if r["vader_on_reference"] >= 0]
-    report = {"system": "text-only (PocketSphinx + VADER)", "seconds": time.time() - t0,
-              "sentiment": _summary(records), "vader_on_true_transcript": _summary(oracle), "clips": records}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, default=float, indent=1))
+        if (i + 1) % 25 == 0 or i + 1 == len(entries):  # partial reports survive an interrupted run
+            report = _text_report(records, time.time() - t0, args.out)
+            if not args.quiet:
+                print(f"text-only: {i + 1}/{len(entries)} ({time.time() - t0:.0f} s)", file=sys.stderr)
     print(json.dumps({"system": "text-only", "n": len(records), "ua": report["sentiment"]["ua"],
                       "macro_f1": report["sentiment"]["macro_f1"],
                       "ua_vader_on_true_transcript": report["vader_on_true_transcript"]["ua"]}))
     return 0
+
+
+def _text_report(records: list[dict[str, Any]], seconds: float, out: str) -> dict[str, Any]:
+    # the ceiling of the words-only path: VADER on the true transcript (a perfect recogniser)
+    oracle = [dict(r, pred=r["vader_on_reference"]) for r in records if r["vader_on_reference"] >= 0]
+    report = {"system": "text-only (PocketSphinx + VADER)", "seconds": seconds, "n": len(records),
+              "sentiment": _summary(records), "vader_on_true_transcript": _summary(oracle), "clips": records}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, default=float, indent=1))
+    return report
 
 
 # --------------------------------------------------------------------------- comparison table

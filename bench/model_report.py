@@ -1,7 +1,7 @@
 """Turn a ``voicetone evaluate`` report.json into the metrics summary and the Markdown tables.
 
-    voicetone evaluate data/synth/test.jsonl --out eval/default
-    python bench/model_report.py eval/default/report.json --summary model/weights/default.json
+    voicetone evaluate data/synth/test.jsonl --out data/eval/default
+    python bench/model_report.py data/eval/default/report.json --summary model/weights/default.json
 
 Prints Markdown (overall, confusion matrix, per condition, per engine,
 per gender/accent/tone, the voice spread) for docs/model-report.md and writes
