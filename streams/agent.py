@@ -26,7 +26,6 @@ import asyncio
 import base64
 import logging
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
@@ -103,8 +102,10 @@ class Worker:
         self.processor = StreamProcessor(ProcessorConfig.from_settings(settings), model.version, model.sample_rate)
         self.batcher: Batcher = Batcher(settings.max_batch_size, settings.max_batch_wait_ms)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicetone-infer")
-        self.unacked: dict[int, deque] = {}    # partition -> events in offset order, not yet acked
+        self.to_commit: dict[int, int] = {}    # partition -> watermark whose checkpoint is written
         self.restored: set[int] = set()
+        self.rewound: dict[int, tuple[int, float]] = {}  # partition -> (offset sought back to, when)
+        self.next_offset: dict[int, int] = {}  # partition -> offset of the next frame to process
         self.last_checkpoint: dict[int, float] = {}
         self.wakeup = asyncio.Event()
         self.drained = asyncio.Event()
@@ -127,8 +128,11 @@ class Worker:
             stream_wait_empty=False, web_enabled=False, consumer_auto_offset_reset="earliest",
             table_standby_replicas=0, producer_linger_ms=5, logging_config=None,
         )
+        # acks=False: Faust must never commit this topic's offsets itself (its
+        # gap logic was seen to commit offsets nobody acknowledged); the worker
+        # commits each partition's checkpoint watermark on its own.
         self.frames_topic = app.topic(s.input_topic, key_type=bytes, value_type=bytes,
-                                      key_serializer="raw", value_serializer="raw")
+                                      key_serializer="raw", value_serializer="raw", acks=False)
         self.out_topics = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
                            for name in (s.segments_topic, s.aggregates_topic, s.calls_topic, s.dlq_topic)}
         self.state = app.Table("partition-state", default=None, partitions=self.partitions,
@@ -148,12 +152,89 @@ class Worker:
         return app
 
     # ------------------------------------------------------------ ingest
-    def _restore(self, partition: int) -> None:
-        raw = self.state.data.get(self._state_key(partition))
-        if raw:
-            self.processor.restore(partition, orjson.loads(raw), time.monotonic())
-            log.info("partition %d: resumed from checkpoint", partition)
+    def _latest_checkpoint(self, partition: int) -> Optional[bytes]:
+        """The newest checkpoint of `partition`, read straight from the changelog.
+
+        Only this partition's key is ever written to its changelog partition,
+        so its last message is the newest checkpoint. Reading it here, rather
+        than trusting the table's local copy, guarantees the state matches the
+        committed offset even if the table's own recovery stopped short (it
+        trusts the broker's high watermark)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        topic = self.state.changelog_topic.get_topic_name()
+        c = Consumer({**self.settings.confluent_config(), "group.id": f"{self.settings.app_id}-restore",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        try:
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if hi <= lo:
+                return None
+            # The reported high watermark is not trusted to be the end (the
+            # embedded tansu broker was seen to under-report it by ~10%): read
+            # from a little before it up to the real end and keep the last one.
+            c.assign([TopicPartition(topic, partition, max(lo, hi - 64))])
+            last, quiet_since = None, time.monotonic()
+            while time.monotonic() - quiet_since < 1.0:
+                msg = c.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                quiet_since = time.monotonic()
+                if msg.value():
+                    last = msg.value()
+            return last
+        finally:
+            c.close()
+
+    async def _restore(self, partition: int, first_offset: int) -> bool:
+        """Adopt the partition's newest checkpoint. Returns False when the
+        consumer started past the checkpoint's watermark (offsets committed
+        beyond what the checkpoint covers): it is then sought back to the
+        watermark and the frames read so far are dropped, to be read again."""
+        loop = asyncio.get_running_loop()
+        try:
+            raw = await loop.run_in_executor(None, self._latest_checkpoint, partition)
+        except Exception as exc:  # broker hiccup: fall back to the table's local copy
+            log.warning("partition %d: reading the changelog failed (%s); using the table", partition, exc)
+            raw = self.state.data.get(self._state_key(partition))
+        state = orjson.loads(raw) if raw else None
+        watermark = state.get("watermark") if state else None
+        if watermark is not None and first_offset > watermark:
+            log.warning("partition %d: committed offset %d is past the checkpoint's watermark %d: "
+                        "seeking back so no audio is skipped", partition, first_offset, watermark)
+            await self._rewind(partition, watermark)
+        if state:
+            self.processor.restore(partition, state, time.monotonic())
+            log.info("partition %d: resumed from checkpoint (watermark %s)", partition, watermark)
+        if watermark is not None:
+            self.next_offset.setdefault(partition, watermark)
         self.restored.add(partition)
+        return partition not in self.rewound
+
+    async def _rewind(self, partition: int, offset: int) -> None:
+        """Seek the input partition back; frames until `offset` comes again are dropped."""
+        tp = next(tp for tp in self.app.consumer.assignment()
+                  if tp.topic == self.settings.input_topic and tp.partition == partition)
+        await self.app.consumer.seek(tp, offset)
+        self.rewound[partition] = (offset, time.monotonic())
+
+    def _in_sequence(self, partition: int, offset: int) -> Optional[int]:
+        """None if `offset` is the next one to process, else where to rewind to
+        (-1: already processed, drop it). Faust was seen to deliver a
+        partition's messages with a jump (and to commit offsets nobody acked);
+        processing a jump would silently skip audio, so we read it again."""
+        rewound = self.rewound.get(partition)
+        if rewound is not None:
+            target, since = rewound
+            if offset == target:
+                del self.rewound[partition]
+                return None
+            if time.monotonic() - since > 5.0:  # the seek did not take: ask again
+                return target
+            return -1
+        expected = self.next_offset.get(partition)
+        if expected is None or offset == expected:
+            return None
+        return -1 if offset < expected else expected
 
     @staticmethod
     def _state_key(partition: int) -> bytes:
@@ -163,8 +244,15 @@ class Worker:
         msg = event.message
         p = msg.partition
         if p not in self.restored:
-            self._restore(p)
-        self.unacked.setdefault(p, deque()).append(event)
+            await self._restore(p, msg.offset)
+        rewind = self._in_sequence(p, msg.offset)
+        if rewind is not None:
+            if rewind >= 0:
+                log.warning("partition %d: got offset %d, expected %d: reading again from %d",
+                            p, msg.offset, rewind, rewind)
+                await self._rewind(p, rewind)
+            return
+        self.next_offset[p] = msg.offset + 1
         now = time.monotonic()
         out = self.processor.ingest(msg.value, msg.key, p, msg.offset, now)
         self.metrics.frames.inc()
@@ -172,6 +260,8 @@ class Worker:
             self.metrics.duplicate_frames.inc(out.duplicates)
         if out.gap_ms:
             self.metrics.gap_ms.inc(out.gap_ms)
+            log.warning("partition %d offset %d: %d ms of missing audio filled with silence", p, msg.offset,
+                        out.gap_ms)
         self._publish(out, now)
         while len(self.batcher) + self._in_flight() > self.max_pending:
             self.drained.clear()
@@ -202,17 +292,30 @@ class Worker:
             self._commit_checkpoint(partition, state, watermark)
 
     def _commit_checkpoint(self, partition: int, state: dict, watermark: Optional[int]) -> None:
-        """Persist the checkpoint, then ack every frame below its watermark."""
+        """Persist the checkpoint; its watermark is committed once the producer
+        has flushed it (see `_commit_watermarks`)."""
         if partition not in self.restored:
             return  # revoked meanwhile
         key = self._state_key(partition)
         value = orjson.dumps(state)
         self.state.data[key] = value
         self.state.send_changelog(partition, key, value)
-        queue = self.unacked.get(partition)
-        while queue and (watermark is None or queue[0].message.offset < watermark):
-            event = queue.popleft()
-            event.ack()
+        if watermark is not None:
+            self.to_commit[partition] = watermark
+
+    async def _commit_watermarks(self) -> None:
+        """Commit each partition's newest checkpointed watermark, after the
+        checkpoint and every event published before it are in Kafka."""
+        if not self.to_commit:
+            return
+        pending, self.to_commit = self.to_commit, {}
+        offsets = {tp: pending[tp.partition] for tp in self.app.consumer.assignment()
+                   if tp.topic == self.settings.input_topic and tp.partition in pending
+                   and tp.partition in self.restored}
+        if not offsets:
+            return
+        await self.app.producer.flush()
+        await self.app.consumer._commit(offsets)
 
     # ------------------------------------------------------------ inference
     def _infer(self, windows, rates):
@@ -274,14 +377,47 @@ class Worker:
                 self._publish(self.processor.request_checkpoint(p), now)
         self.metrics.active_channels.set(self.processor.open_channels)
         self.health.mark_progress()
+        try:
+            await self._commit_watermarks()
+        except Exception as exc:  # retried at the next tick: commits are idempotent
+            log.warning("committing watermarks failed: %s", exc)
 
     async def _on_revoked(self, sender, revoked, **kwargs) -> None:
+        try:
+            await self._commit_watermarks()
+        except Exception as exc:
+            log.warning("committing watermarks at revocation failed: %s", exc)
         for tp in revoked:
             if tp.topic == self.settings.input_topic:
                 self.processor.drop_partition(tp.partition)
-                self.unacked.pop(tp.partition, None)
+                self.to_commit.pop(tp.partition, None)
                 self.restored.discard(tp.partition)
+                self.rewound.pop(tp.partition, None)
+                self.next_offset.pop(tp.partition, None)
         self.health.set_revoked()
 
     async def _on_assigned(self, sender, assigned, **kwargs) -> None:
+        # Make the committed offset of each input partition its checkpoint's
+        # watermark before Faust seeks to "committed": Faust was seen to commit
+        # offsets past what was acked, which would skip audio on resume.
+        loop = asyncio.get_running_loop()
+        rewind = {}
+        for tp in assigned:
+            if tp.topic != self.settings.input_topic or tp.partition in self.restored:
+                continue
+            try:
+                raw = await loop.run_in_executor(None, self._latest_checkpoint, tp.partition)
+            except Exception as exc:
+                log.warning("partition %d: could not read its checkpoint at assignment: %s", tp.partition, exc)
+                continue
+            watermark = orjson.loads(raw).get("watermark") if raw else None
+            if watermark is not None:
+                rewind[tp] = watermark
+        if rewind:
+            try:
+                await self.app.consumer.commit_offsets(rewind) if hasattr(self.app.consumer, "commit_offsets") \
+                    else await self.app.consumer._commit(rewind)
+                log.info("committed checkpoint watermarks %s", {tp.partition: o for tp, o in rewind.items()})
+            except Exception as exc:
+                log.warning("could not commit checkpoint watermarks: %s", exc)
         self.health.set_assignment([tp.partition for tp in assigned if tp.topic == self.settings.input_topic])

@@ -357,7 +357,8 @@ class StreamProcessor:
 
     def _complete(self, partition: int) -> tuple[int, dict, Optional[int]]:
         pending = self._pending.pop(partition)
-        state = {"v": 1, "registries": pending["registries"], "aggregates": list(pending["snap"].values())}
+        state = {"v": 1, "registries": pending["registries"], "aggregates": list(pending["snap"].values()),
+                 "watermark": pending["watermark"]}
         return partition, state, pending["watermark"]
 
     def restore(self, partition: int, cp: dict, now: float = 0.0) -> None:
