@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = 60.0
     heartbeat_interval_s: float = 3.0
     commit_interval_s: float = 2.0
+    fetch_max_wait_ms: int = Field(50, ge=1, description="Longest the broker may hold a fetch with no data; bounds latency")
 
     # --- model ---------------------------------------------------------------
     model_path: Optional[str] = Field(None, description="Checkpoint file; the bundled default model when unset")
