@@ -340,7 +340,7 @@ def plot_report(report: dict[str, Any], out_png: str | Path) -> None:
         ax.axhline(ua, color="tab:red", linestyle="--", linewidth=1, label="overall UA")
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
         ax.set_ylim(0, 1)
-        ax.set_title(f"UA by {key} (gap {g['ua_gap']:.3f})")
+        ax.set_title(f"UA by {key} (gap {_fmt(g['ua_gap'])})")
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)

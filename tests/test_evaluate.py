@@ -170,6 +170,10 @@ def test_plot_and_cli(corpus, tmp_path, monkeypatch, capsys):
     report = evaluate_model(SpectralModel(), read_manifest(corpus / "m.jsonl"), progress=False)
     plot_report(report, tmp_path / "out" / "r.png")
     assert (tmp_path / "out" / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a group made only of non-speech clips has no UA gap (None in report.json): still plotted
+    report["groups"]["voice"]["ua_gap"] = None
+    plot_report(report, tmp_path / "out" / "r2.png")
+    assert (tmp_path / "out" / "r2.png").stat().st_size > 0
 
     import model.inference
 
