@@ -396,11 +396,26 @@ class Worker:
                 self.last_checkpoint[p] = now
                 self._publish(self.processor.request_checkpoint(p), now)
         self.metrics.active_channels.set(self.processor.open_channels)
+        self.metrics.set_consumer_lag(self._consumer_lag())
         self.health.mark_progress()
         try:
             await self._commit_watermarks()
         except Exception as exc:  # retried at the next tick: commits are idempotent
             log.warning("committing watermarks failed: %s", exc)
+
+    def _consumer_lag(self) -> dict[int, int]:
+        """Frames not yet processed per owned partition (broker high water - next offset)."""
+        lags = {}
+        for tp in self.app.consumer.assignment():
+            if tp.topic != self.settings.input_topic or tp.partition not in self.next_offset:
+                continue
+            try:
+                hw = self.app.consumer.highwater(tp)
+            except Exception:  # not known yet
+                continue
+            if hw is not None:
+                lags[tp.partition] = max(0, hw - self.next_offset[tp.partition])
+        return lags
 
     async def _on_revoked(self, sender, revoked, **kwargs) -> None:
         try:
