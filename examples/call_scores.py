@@ -16,7 +16,6 @@ import sqlite3
 import sys
 from typing import Any, Optional
 
-import orjson
 
 COLUMNS = (
     "call_id", "channel", "label", "positive", "neutral", "negative",
@@ -121,6 +120,7 @@ class CallScoreStore:
 def main(argv: Optional[list[str]] = None) -> int:
     from confluent_kafka import Consumer
 
+    from examples._consume import run_loop
     from voicetone.settings import Settings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -136,22 +136,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     consumer = Consumer({**settings.confluent_config(), "group.id": args.group,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([args.topic or settings.calls_topic])
+    def handle(msg, event) -> None:
+        if store.write(event):
+            print(f"{event['call_id']}/{event['channel']}: {event['overall']['label']}", flush=True)
+        consumer.commit(message=msg, asynchronous=False)
+
     try:
-        while True:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            if msg.error():
-                print(f"kafka error: {msg.error()}", file=sys.stderr)
-                continue
-            event = orjson.loads(msg.value())
-            if store.write(event):
-                print(f"{event['call_id']}/{event['channel']}: {event['overall']['label']}", flush=True)
-            consumer.commit(message=msg, asynchronous=False)
-    except KeyboardInterrupt:
-        pass
+        run_loop(consumer, handle)
     finally:
-        consumer.close()
         store.close()
     return 0
 

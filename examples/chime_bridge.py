@@ -107,6 +107,7 @@ def to_chime_voice_tone(event: dict, caller_channel: str = "customer", channel_s
 def main(argv: Optional[list[str]] = None) -> int:
     from confluent_kafka import Consumer, Producer
 
+    from examples._consume import run_loop
     from voicetone.settings import Settings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -122,25 +123,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     consumer = Consumer({**conf, "group.id": args.group, "auto.offset.reset": "latest"})
     consumer.subscribe([settings.aggregates_topic, settings.calls_topic])
     producer = Producer(conf) if args.out_topic else None
+    def handle(msg, event) -> None:
+        value = orjson.dumps(to_chime_voice_tone(event, args.caller_channel, source=args.source))
+        if producer is None:
+            print(value.decode(), flush=True)
+        else:
+            producer.produce(args.out_topic, key=msg.key(), value=value)
+            producer.poll(0)
+
     try:
-        while True:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            if msg.error():
-                print(f"kafka error: {msg.error()}", file=sys.stderr)
-                continue
-            note = to_chime_voice_tone(orjson.loads(msg.value()), args.caller_channel, source=args.source)
-            value = orjson.dumps(note)
-            if producer is None:
-                print(value.decode(), flush=True)
-            else:
-                producer.produce(args.out_topic, key=msg.key(), value=value)
-                producer.poll(0)
-    except KeyboardInterrupt:
-        pass
+        run_loop(consumer, handle)
     finally:
-        consumer.close()
         if producer is not None:
             producer.flush(5)
     return 0

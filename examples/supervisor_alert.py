@@ -80,6 +80,7 @@ class NegativeStreakDetector:
 def main(argv: Optional[list[str]] = None) -> int:
     from confluent_kafka import Consumer, Producer
 
+    from examples._consume import run_loop
     from voicetone.settings import Settings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -96,26 +97,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     consumer.subscribe([args.topic or settings.aggregates_topic, settings.calls_topic])
     producer = Producer(conf) if args.alerts_topic else None
     detector = NegativeStreakDetector(args.n)
+    def handle(msg, event) -> None:
+        alert = detector.feed(event)
+        if alert is None:
+            return
+        line = orjson.dumps(alert)
+        print(line.decode(), flush=True)
+        if producer is not None:
+            producer.produce(args.alerts_topic, key=alert["call_id"].encode(), value=line)
+            producer.poll(0)
+
     try:
-        while True:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            if msg.error():
-                print(f"kafka error: {msg.error()}", file=sys.stderr)
-                continue
-            alert = detector.feed(orjson.loads(msg.value()))
-            if alert is None:
-                continue
-            line = orjson.dumps(alert)
-            print(line.decode(), flush=True)
-            if producer is not None:
-                producer.produce(args.alerts_topic, key=alert["call_id"].encode(), value=line)
-                producer.poll(0)
-    except KeyboardInterrupt:
-        pass
+        run_loop(consumer, handle)
     finally:
-        consumer.close()
         if producer is not None:
             producer.flush(5)
     return 0

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Hashable, Optional
+from typing import Optional
 
 import numpy as np
 

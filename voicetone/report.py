@@ -16,7 +16,7 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable
 
 import orjson
 
