@@ -180,6 +180,8 @@ class StreamProcessor:
         return out
 
     def _hand_out(self, ckey: Key, ch: _Channel, windows: list[Window], out: Output) -> None:
+        for w in windows:
+            w.owner = ch  # results for a channel state dropped meanwhile (revoked partition) are ignored
         ch.outstanding += len(windows)
         self.emitted[ch.partition] = self.emitted.get(ch.partition, 0) + len(windows)
         out.windows.extend(windows)
@@ -231,7 +233,7 @@ class StreamProcessor:
 
     # ------------------------------------------------------------ results in
     def rate_of(self, window: Window) -> int:
-        ch = self.channels.get((window.call_id, window.channel))
+        ch = getattr(window, "owner", None) or self.channels.get((window.call_id, window.channel))
         return ch.rate if ch is not None else self.model_rate
 
     def partition_of(self, window: Window) -> Optional[int]:
@@ -245,8 +247,8 @@ class StreamProcessor:
         for i, w in enumerate(windows):
             ckey = (w.call_id, w.channel)
             ch = self.channels.get(ckey)
-            if ch is None:  # channel dropped (partition revoked): the new owner redoes it
-                continue
+            if ch is None or getattr(w, "owner", ch) is not ch:
+                continue  # its channel state was dropped (partition revoked): the owner redoes it
             self.applied[ch.partition] = self.applied.get(ch.partition, 0) + 1
             ch.outstanding -= 1
             ch.last_applied = w.index
