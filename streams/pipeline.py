@@ -86,6 +86,7 @@ class _Channel:
     aggregate: ChannelAggregate
     outstanding: int = 0          # windows handed out, results not yet applied
     last_applied: int = -1        # index of the last window whose result was applied
+    last_handed: int = -1         # index of the last window handed out for inference
     ended_by: Optional[str] = None
     duration_ms: int = 0
     ts_origin_ms: Optional[int] = None   # wall time of audio offset 0, from the frames' ts_ms
@@ -182,6 +183,8 @@ class StreamProcessor:
     def _hand_out(self, ckey: Key, ch: _Channel, windows: list[Window], out: Output) -> None:
         for w in windows:
             w.owner = ch  # results for a channel state dropped meanwhile (revoked partition) are ignored
+        if windows:
+            ch.last_handed = windows[-1].index
         ch.outstanding += len(windows)
         self.emitted[ch.partition] = self.emitted.get(ch.partition, 0) + len(windows)
         out.windows.extend(windows)
@@ -335,12 +338,10 @@ class StreamProcessor:
         for ckey, ch in self.channels.items():
             if ch.partition != partition:
                 continue
-            w = regs[ch.rate].get(*ckey) if ch.rate in regs else None
-            target = (w.next_window_index if w is not None else ch.last_applied + 1 + ch.outstanding) - 1
-            if ch.last_applied >= target or ch.outstanding == 0:
+            if ch.outstanding == 0 or ch.last_applied >= ch.last_handed:
                 snap[ckey] = self._snapshot(ckey, ch)
             else:
-                need[ckey] = target
+                need[ckey] = ch.last_handed
         watermark = self.low_watermark(partition)
         if watermark is None and partition in self.last_offsets:
             # nothing buffered is needed: everything ingested *so far* is covered
@@ -355,7 +356,7 @@ class StreamProcessor:
         return out
 
     def _snapshot(self, ckey: Key, ch: _Channel) -> list:
-        return [ckey[0], ckey[1], ch.rate, ch.aggregate.to_dict(), ch.duration_ms]
+        return [ckey[0], ckey[1], ch.rate, ch.aggregate.to_dict(), ch.duration_ms, ch.last_applied]
 
     def _complete(self, partition: int) -> tuple[int, dict, Optional[int]]:
         pending = self._pending.pop(partition)
@@ -369,9 +370,13 @@ class StreamProcessor:
             raise ValueError(f"unsupported processor checkpoint version {cp.get('v')!r}")
         for rate, rcp in cp["registries"].items():
             self._registry(partition, int(rate)).restore(rcp, now)
-        for c, chn, rate, agg, duration in cp["aggregates"]:
-            self.channels[(c, chn)] = _Channel(partition, int(rate), ChannelAggregate.from_dict(agg),
-                                               duration_ms=int(duration))
+        for c, chn, rate, agg, duration, *rest in cp["aggregates"]:
+            aggregate = ChannelAggregate.from_dict(agg)
+            # window indices go on from the checkpoint: a restored channel has
+            # applied (and handed out) everything up to its last applied index
+            last = int(rest[0]) if rest else aggregate.last_index
+            self.channels[(c, chn)] = _Channel(partition, int(rate), aggregate, duration_ms=int(duration),
+                                               last_applied=last, last_handed=last)
 
     def drop_partition(self, partition: int) -> None:
         """Forget a revoked partition: its new owner resumes from the table."""

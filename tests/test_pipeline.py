@@ -218,3 +218,29 @@ def test_fft_window_resampling_keeps_tones_and_removes_aliases(src):
     if src > 16000:  # a tone above the new Nyquist frequency must vanish, not fold back
         z = resample_fft(np.sin(2 * np.pi * 9000 * t).astype(np.float32), src, 16000)
         assert np.sqrt(np.mean(z[800:-800] ** 2)) < 1e-3
+
+
+def test_checkpoints_keep_completing_after_a_restore():
+    """A restored channel's window indices go on from the checkpoint; a later
+    checkpoint must still complete (and move the watermark), not wait forever
+    for an index the restored channel will never hand out."""
+    msgs = frames("c", "0", tone(20.0, 300))
+    p = StreamProcessor(ProcessorConfig(), "v")
+    model = EnergyModel()
+    for off, (k, v) in enumerate(msgs[:185]):
+        out = p.ingest(v, k, 0, off)
+        if out.windows:
+            p.apply_results(out.windows, *model.predict(*prepare_batch(out.windows, [16000] * len(out.windows), 16000)))
+    [(_, state, watermark)] = p.request_checkpoint(0).checkpoints
+    q = StreamProcessor(ProcessorConfig(), "v")
+    q.restore(0, state)
+    handed, done = [], []
+    for off in range(watermark, len(msgs)):  # to the end frame: the windower is finished and gone
+        k, v = msgs[off]
+        handed += q.ingest(v, k, 0, off).windows
+    assert q.request_checkpoint(0).checkpoints == []  # the last windows are in flight
+    assert handed and handed[0].index > 0
+    res = q.apply_results(handed, *model.predict(*prepare_batch(handed, [16000] * len(handed), 16000)))
+    [(_, _, later)] = res.checkpoints
+    assert later > watermark
+    assert len(res.calls) == 1
