@@ -108,9 +108,6 @@ def _run_crashes(tmp_path, n_calls: int, seconds: tuple[float, float], kills: in
 
 
 @pytest.mark.broker
-@pytest.mark.skipif(not SLOW, reason="known open problem (issue 6): after some SIGKILLs the worker resumes from a "
-                    "stale checkpoint or a committed offset past it and re-emits a few segments from silence-filled "
-                    "audio (about half the runs here); run with VOICETONE_SLOW_TESTS=1")
 def test_sigkill_at_random_moments_loses_nothing_and_duplicates_are_identical(tmp_path):
     if SLOW:
         stats = _run_crashes(tmp_path, n_calls=20, seconds=(15, 25), kills=12, spread_s=110)
