@@ -450,8 +450,7 @@ class Worker:
                 rewind[tp] = watermark
         if rewind:
             try:
-                await self.app.consumer.commit_offsets(rewind) if hasattr(self.app.consumer, "commit_offsets") \
-                    else await self.app.consumer._commit(rewind)
+                await self.app.consumer._commit(rewind)
                 log.info("committed checkpoint watermarks %s", {tp.partition: o for tp, o in rewind.items()})
             except Exception as exc:
                 log.warning("could not commit checkpoint watermarks: %s", exc)

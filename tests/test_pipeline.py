@@ -234,7 +234,7 @@ def test_checkpoints_keep_completing_after_a_restore():
     [(_, state, watermark)] = p.request_checkpoint(0).checkpoints
     q = StreamProcessor(ProcessorConfig(), "v")
     q.restore(0, state)
-    handed, done = [], []
+    handed = []
     for off in range(watermark, len(msgs)):  # to the end frame: the windower is finished and gone
         k, v = msgs[off]
         handed += q.ingest(v, k, 0, off).windows
