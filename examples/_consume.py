@@ -8,9 +8,10 @@ from typing import Callable
 import orjson
 
 
-def run_loop(consumer, handle: Callable[[object, dict], None]) -> None:
+def run_loop(consumer, handle: Callable[[object, dict], None], producer=None) -> None:
     """Poll until Ctrl-C; `handle(message, event)` gets each decoded JSON event.
-    Kafka errors are reported and skipped; the consumer is closed at the end."""
+    Kafka errors are reported and skipped; the consumer is closed and the
+    producer (if any) flushed at the end."""
     try:
         while True:
             msg = consumer.poll(1.0)
@@ -24,3 +25,5 @@ def run_loop(consumer, handle: Callable[[object, dict], None]) -> None:
         pass
     finally:
         consumer.close()
+        if producer is not None:
+            producer.flush(5)

@@ -131,11 +131,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             producer.produce(args.out_topic, key=msg.key(), value=value)
             producer.poll(0)
 
-    try:
-        run_loop(consumer, handle)
-    finally:
-        if producer is not None:
-            producer.flush(5)
+    run_loop(consumer, handle, producer)
     return 0
 
 

@@ -107,11 +107,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             producer.produce(args.alerts_topic, key=alert["call_id"].encode(), value=line)
             producer.poll(0)
 
-    try:
-        run_loop(consumer, handle)
-    finally:
-        if producer is not None:
-            producer.flush(5)
+    run_loop(consumer, handle, producer)
     return 0
 
 
