@@ -462,6 +462,17 @@ def dump_events(path: Path, events: Iterable[dict]) -> None:
 
 
 # ---------------------------------------------------------------- a whole scenario
+def prepare_live(broker, model_path: Path, files) -> tuple[Settings, list[dict], "EventLog"]:
+    """What every live test starts with: its topics, the crash-free reference
+    events, and a running log of everything the worker publishes."""
+    settings = base_settings(broker.url, model_path)
+    create_topics(settings)
+    ref = reference_events(settings, files)
+    log = EventLog(settings)
+    log.start()
+    return settings, ref, log
+
+
 class Scenario:
     """Broker + `n_workers` workers in one group + paced calls + event log; `disrupt(sc)` runs
     while the calls stream; then every call must complete as in the crash-free reference."""
@@ -492,13 +503,9 @@ class Scenario:
     def run(self, disrupt: Callable[["Scenario"], None], final_timeout: float = 180) -> dict:
         with running_broker(self.tmp_path, **self.broker_kwargs) as broker:
             self.broker = broker
-            self.settings = base_settings(broker.url, self.model_path)
-            create_topics(self.settings)
-            self.ref = reference_events(self.settings, self.files)
+            self.settings, self.ref, self.log = prepare_live(broker, self.model_path, self.files)
             n_channels = sum(e["type"] == "call" for e in self.ref)
             n_aggs = sum(e["type"] == "aggregate" for e in self.ref)
-            self.log = EventLog(self.settings)
-            self.log.start()
             self.workers = [WorkerProc(self.settings, self.tmp_path / f"worker{i}.log", self.worker_env)
                             for i in range(self.n_workers)]
             self.feeder = PacedProducer(self.settings, self.frames, self.starts, self.speed)

@@ -30,13 +30,11 @@ import struct
 import time
 
 import msgpack
-import numpy as np
 import pytest
 
 from schemas.errors import REASONS
-from tests._rel_harness import (SLOW, EventLog, WorkerProc, base_settings, call_frames, check_against_reference,
-                                create_topics, dump_events, make_calls, producer, reference_events, running_broker,
-                                tiny_model_path, workers)
+from tests._rel_harness import (SLOW, call_frames, check_against_reference, dump_events, make_calls,
+                                prepare_live, running_broker, tiny_model_path, WorkerProc, workers)
 
 pytestmark = [pytest.mark.broker]
 
@@ -183,12 +181,8 @@ def _fuzz_run(tmp_path, files, bad: list[tuple[str, bytes, bytes]]) -> dict:
     stream += [("good", k, v) for _, k, v in good[gi:]]
 
     with running_broker(tmp_path) as broker:
-        settings = base_settings(broker.url, model_path)
-        create_topics(settings)
-        ref = reference_events(settings, files)
+        settings, ref, log = prepare_live(broker, model_path, files)
         n_channels = sum(e["type"] == "call" for e in ref)
-        log = EventLog(settings)
-        log.start()
         worker = WorkerProc(settings, tmp_path / "worker.log")
         try:
             with workers(worker):

@@ -22,10 +22,9 @@ import time
 import numpy as np
 import pytest
 
-from tests._rel_harness import (SLOW, EventLog, PacedProducer, WorkerProc, base_settings, call_frames,
-                                check_against_reference, close, create_topics, dump_events, make_calls,
-                                reference_events,
-                                running_broker, tiny_model_path, workers)
+from tests._rel_harness import (SLOW, call_frames, check_against_reference, close, dump_events, make_calls,
+                                PacedProducer, prepare_live, running_broker, tiny_model_path, WorkerProc,
+                                workers)
 
 
 SEED = int(os.environ.get("VOICETONE_REL_SEED", "20240611"))
@@ -39,12 +38,8 @@ def _run_crashes(tmp_path, n_calls: int, seconds: tuple[float, float], kills: in
     frames = call_frames(files)
     starts = sorted(rnd.uniform(0, spread_s) for _ in files)
     with running_broker(tmp_path) as broker:
-        settings = base_settings(broker.url, model_path)
-        create_topics(settings)
-        ref = reference_events(settings, files)
+        settings, ref, log = prepare_live(broker, model_path, files)
         n_channels = sum(e["type"] == "call" for e in ref)
-        log = EventLog(settings)
-        log.start()
         worker = WorkerProc(settings, tmp_path / "worker.log")
         feeder = PacedProducer(settings, frames, starts, speed)
         kill_log = []
