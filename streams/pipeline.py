@@ -175,9 +175,10 @@ class StreamProcessor:
             before = (w.total_samples if w is not None else 0) - decoded.samples.size
             ch.ts_origin_ms = f.ts_ms - int(1000 * max(0, before) / f.sample_rate)
         out.gap_ms += int(1000 * res.gap_samples_filled / f.sample_rate)
-        self._hand_out(ckey, ch, res.windows, out)
         if res.finished:
-            self._end(ckey, ch, reg, "end", out)
+            self._close(ckey, ch, "end", res.windows, out)
+        else:
+            self._hand_out(ckey, ch, res.windows, out)
         return out
 
     def _hand_out(self, ckey: Key, ch: _Channel, windows: list[Window], out: Output) -> None:
@@ -189,59 +190,39 @@ class StreamProcessor:
         self.emitted[ch.partition] = self.emitted.get(ch.partition, 0) + len(windows)
         out.windows.extend(windows)
 
-    def _end(self, ckey: Key, ch: _Channel, reg: ChannelRegistry, ended_by: str, out: Output) -> None:
-        w = reg.get(*ckey)
+    def _close(self, ckey: Key, ch: _Channel, ended_by: str, windows: list[Window], out: Output) -> None:
+        """The channel has ended; its summary goes out once its last results are in."""
+        self._hand_out(ckey, ch, windows, out)
         ch.ended_by = ended_by
-        if w is not None:
-            ch.duration_ms = w.duration_ms
+        ch.duration_ms = max(ch.duration_ms, max((w.end_ms for w in windows), default=0))
         if ch.outstanding == 0:
             out.calls.append(self._call_event(ckey, ch))
             del self.channels[ckey]
 
+    def _close_all(self, ended: list[tuple[Key, list[Window]]], ended_by: str, out: Output) -> None:
+        for ckey, windows in ended:
+            ch = self.channels.get(ckey)
+            if ch is not None:
+                self._close(ckey, ch, ended_by, windows, out)
+
     def expire_idle(self, now: float) -> Output:
         """End channels that sent nothing for the idle timeout."""
         out = Output()
-        for (partition, rate), reg in list(self.registries.items()):
-            for ckey, windows in reg.expire_idle(now):
-                ch = self.channels.get(ckey)
-                if ch is None:
-                    continue
-                self._hand_out(ckey, ch, windows, out)
-                ch.ended_by = "idle_timeout"
-                ch.duration_ms = max(ch.duration_ms, max((w.end_ms for w in windows), default=0),
-                                     ch.aggregate.overall()["end_ms"])
-                if ch.outstanding == 0:
-                    out.calls.append(self._call_event(ckey, ch))
-                    del self.channels[ckey]
+        for reg in list(self.registries.values()):
+            self._close_all(reg.expire_idle(now), "idle_timeout", out)
         return out
 
     def finish_all(self, now: float = 0.0) -> Output:
         """End every channel (offline analysis at end of input)."""
         out = Output()
         for reg in self.registries.values():
-            for ckey, windows in reg.finish_all("end", now):
-                ch = self.channels.get(ckey)
-                if ch is None:
-                    continue
-                self._hand_out(ckey, ch, windows, out)
-                self._end_after_finish(ckey, ch, windows, out)
+            self._close_all(reg.finish_all("end", now), "end", out)
         return out
-
-    def _end_after_finish(self, ckey, ch, windows, out) -> None:
-        ch.ended_by = "end"
-        ch.duration_ms = max(ch.duration_ms, max((w.end_ms for w in windows), default=0))
-        if ch.outstanding == 0:
-            out.calls.append(self._call_event(ckey, ch))
-            del self.channels[ckey]
 
     # ------------------------------------------------------------ results in
     def rate_of(self, window: Window) -> int:
         ch = getattr(window, "owner", None) or self.channels.get((window.call_id, window.channel))
         return ch.rate if ch is not None else self.model_rate
-
-    def partition_of(self, window: Window) -> Optional[int]:
-        ch = self.channels.get((window.call_id, window.channel))
-        return ch.partition if ch is not None else None
 
     def apply_results(self, windows: Iterable[Window], speech: np.ndarray, sentiment: np.ndarray) -> Output:
         """Turn model outputs into segment, aggregate and (at channel end) call events."""
