@@ -3,21 +3,22 @@
 All decisions live in `streams.pipeline.StreamProcessor`; this module only
 wires it to Kafka:
 
-* frames are consumed with acknowledgement held back (`noack`) and acked in
-  offset order, only up to the partition's low watermark: the oldest frame
-  some future window still needs. Faust commits the highest contiguous acked
-  offset, so the committed offset never passes audio that is still needed;
+* frames are consumed with Faust's acknowledgement switched off for the
+  input topic; the worker commits each partition's offset itself, only up to
+  the watermark of a checkpoint already in Kafka: the oldest frame some
+  future window still needs;
 * windows from every call this worker owns are batched (size and wait bound)
   and run through the model in a worker thread, so ingestion goes on while the
   model computes;
 * every few seconds, per partition, a checkpoint (windower state without
   audio, plus each open channel's aggregate) is written to a changelogged
-  Faust table before the frames below its watermark are acked. Faust flushes
-  the producer before it commits offsets, so a committed offset always has its
-  checkpoint (and every event published before it) in Kafka. After a crash or
-  a rebalance, the new owner restores the checkpoint and re-reads from the
-  committed offset: at most the last window's audio, and the re-emitted
-  segments carry the same `event_id`s (at-least-once, deterministic IDs).
+  Faust table once every event published before it is acknowledged by Kafka,
+  and its watermark is committed once the checkpoint itself is acknowledged
+  (`_commit_watermarks`). After a crash or a rebalance, the new owner reads
+  the newest checkpoint from the changelog (up to a fence it appends, so it
+  knows where the end is), seeks to its watermark and re-reads at most the
+  last window's audio; the re-emitted segments carry the same `event_id`s
+  (at-least-once, deterministic IDs).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import asyncio
 import base64
 import logging
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
@@ -39,6 +41,8 @@ from streams.pipeline import Output, ProcessorConfig, StreamProcessor, prepare_b
 from voicetone.settings import Settings
 
 log = logging.getLogger("voicetone.worker")
+
+FENCE_KEY = b"__voicetone_fence__"  # changelog records that mark where a restore read up to
 
 
 def faust_security(settings: Settings):
@@ -121,9 +125,9 @@ class Worker:
         self.processor = StreamProcessor(ProcessorConfig.from_settings(settings), model.version, model.sample_rate)
         self.batcher: Batcher = Batcher(settings.max_batch_size, settings.max_batch_wait_ms)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicetone-infer")
-        self.to_commit: dict[int, int] = {}    # partition -> watermark whose checkpoint is written
+        self.to_commit: dict[int, tuple[bytes, Optional[int]]] = {}  # partition -> (checkpoint, watermark)
+        self.unconfirmed: list[tuple] = []     # (topic, key, value, future) sent but not yet acknowledged
         self.restored: set[int] = set()
-        self.rewound: dict[int, tuple[int, float]] = {}  # partition -> (offset sought back to, when)
         self.next_offset: dict[int, int] = {}  # partition -> offset of the next frame to process
         self.last_checkpoint: dict[int, float] = {}
         self.wakeup = asyncio.Event()
@@ -172,115 +176,187 @@ class Worker:
         return app
 
     # ------------------------------------------------------------ ingest
-    def _latest_checkpoint(self, partition: int) -> Optional[bytes]:
+    def _latest_checkpoint(self, partition: int, timeout_s: float = 30.0) -> Optional[bytes]:
         """The newest checkpoint of `partition`, read straight from the changelog.
 
-        Only this partition's key is ever written to its changelog partition,
-        so its last message is the newest checkpoint. Reading it here, rather
-        than trusting the table's local copy, guarantees the state matches the
-        committed offset even if the table's own recovery stopped short (it
-        trusts the broker's high watermark)."""
-        from confluent_kafka import Consumer, TopicPartition
+        Only this partition's key (and fences) is ever written to its changelog
+        partition. To know where the changelog really ends, a fence record with
+        a fresh nonce is appended first and the partition is read until that
+        fence comes back: neither the broker's reported high watermark (the
+        embedded tansu broker under-reports it) nor a quiet period (a busy
+        machine can take longer than any fixed pause to deliver the first
+        fetch) tells the end reliably. Raises TimeoutError if the fence does
+        not come back in time."""
+        from confluent_kafka import Producer, TopicPartition
 
         topic = self.state.changelog_topic.get_topic_name()
-        c = Consumer({**self.settings.confluent_config(), "group.id": f"{self.settings.app_id}-restore",
-                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        fence = uuid.uuid4().hex.encode()
+        producer = Producer(self.settings.confluent_config())
+        producer.produce(topic, key=FENCE_KEY, value=fence, partition=partition)
+        if producer.flush(timeout_s) > 0:
+            raise TimeoutError(f"could not append a fence to {topic}[{partition}]")
+        c = self._side_consumer()
         try:
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            if hi <= lo:
-                return None
-            # The reported high watermark is not trusted to be the end (the
-            # embedded tansu broker was seen to under-report it by ~10%): read
-            # from a little before it up to the real end and keep the last one.
-            c.assign([TopicPartition(topic, partition, max(lo, hi - 64))])
-            last, quiet_since = None, time.monotonic()
-            while time.monotonic() - quiet_since < 1.0:
-                msg = c.poll(0.2)
-                if msg is None or msg.error():
-                    continue
-                quiet_since = time.monotonic()
-                if msg.value():
-                    last = msg.value()
-            return last
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            start = max(lo, hi - 64)  # an under-reported end only makes us read more
+            key = self._state_key(partition)
+            deadline = time.monotonic() + timeout_s
+            while True:
+                c.assign([TopicPartition(topic, partition, start)])
+                last = None
+                while True:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"fence not read back from {topic}[{partition}] in {timeout_s} s")
+                    msg = c.poll(0.2)
+                    if msg is None or msg.error():
+                        continue
+                    if msg.key() == FENCE_KEY and msg.value() == fence:
+                        log.debug("partition %d: changelog read from %d to the fence at %d", partition, start,
+                                  msg.offset())
+                        break
+                    if msg.key() == key and msg.value():
+                        last = msg.value()
+                if last is not None or start <= lo:
+                    return last
+                # only fences since `start` (a crash loop before any checkpoint): look further back
+                start = max(lo, start - 1024)
         finally:
             c.close()
 
-    async def _restore(self, partition: int, first_offset: int) -> bool:
-        """Adopt the partition's newest checkpoint. Returns False when the
-        consumer started past the checkpoint's watermark (offsets committed
-        beyond what the checkpoint covers): it is then sought back to the
-        watermark and the frames read so far are dropped, to be read again."""
-        loop = asyncio.get_running_loop()
+    def _side_consumer(self, group_id: Optional[str] = None):
+        """A plain consumer that never joins the group, for reads the Faust consumer must not do."""
+        from confluent_kafka import Consumer
+
+        return Consumer({**self.settings.confluent_config(), "group.id": group_id or f"{self.settings.app_id}-side",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100})
+
+    def _start_without_checkpoint(self, partition: int) -> int:
+        """Where a partition with no checkpoint starts: the group's committed
+        offset if there is one (the changelog was lost), else its first offset.
+        Not where Faust's consumer happens to start: it was seen to start a
+        newly assigned, never committed partition at its end."""
+        from confluent_kafka import TopicPartition
+
+        tp = TopicPartition(self.settings.input_topic, partition)
+        c = self._side_consumer(group_id=self.settings.app_id)
         try:
-            raw = await loop.run_in_executor(None, self._latest_checkpoint, partition)
-        except Exception as exc:  # broker hiccup: fall back to the table's local copy
-            log.warning("partition %d: reading the changelog failed (%s); using the table", partition, exc)
-            raw = self.state.data.get(self._state_key(partition))
+            [committed] = c.committed([tp], timeout=15)
+            if committed.offset >= 0:
+                return committed.offset
+            lo, _ = c.get_watermark_offsets(tp, timeout=15)
+            return lo
+        finally:
+            c.close()
+
+    def _read_input(self, partition: int, start: int, end: int, max_records: int = 2000,
+                    timeout_s: float = 30.0) -> list[tuple]:
+        """Input frames of `partition` from offset `start` up to `end` (exclusive),
+        at most `max_records` of them, as (offset, key, value).
+
+        Reaching `end` is known by position, so offsets that hold no record
+        (transaction markers) do not make it wait forever."""
+        from confluent_kafka import TopicPartition
+
+        c = self._side_consumer()
+        try:
+            c.assign([TopicPartition(self.settings.input_topic, partition, start)])
+            got, deadline = [], time.monotonic() + timeout_s
+            while len(got) < max_records:
+                msg = c.poll(0.2)
+                if msg is not None and not msg.error():
+                    if msg.offset() >= end:
+                        break
+                    if msg.offset() >= start:
+                        got.append((msg.offset(), msg.key(), msg.value()))
+                        continue
+                [pos] = c.position([TopicPartition(self.settings.input_topic, partition)])
+                if pos.offset >= end:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"input partition {partition}: offsets {start}-{end} not read in {timeout_s} s")
+            return got
+        finally:
+            c.close()
+
+    async def _retrying(self, what: str, fn, *args):
+        """Run a blocking Kafka read off the event loop until it succeeds: the
+        partition waits rather than go on without its state or its audio."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            try:
+                return await loop.run_in_executor(None, fn, *args)
+            except Exception as exc:
+                attempt += 1
+                self.metrics.restore_errors.inc()
+                log.warning("%s failed (attempt %d): %s", what, attempt, exc)
+                await asyncio.sleep(min(10.0, float(attempt)))
+
+    async def _restore(self, partition: int, first_offset: int) -> None:
+        """Adopt the partition's newest checkpoint; processing goes on from its
+        watermark (or from `first_offset` when there is none)."""
+        raw = await self._retrying(f"partition {partition}: reading its checkpoint", self._latest_checkpoint,
+                                   partition)
         state = orjson.loads(raw) if raw else None
-        watermark = state.get("watermark") if state else None
-        if watermark is not None and first_offset > watermark:
-            log.warning("partition %d: committed offset %d is past the checkpoint's watermark %d: "
-                        "seeking back so no audio is skipped", partition, first_offset, watermark)
-            await self._rewind(partition, watermark)
+        start = state.get("watermark") if state else None
         if state:
             self.processor.restore(partition, state, time.monotonic())
-            log.info("partition %d: resumed from checkpoint (watermark %s)", partition, watermark)
-        if watermark is not None:
-            self.next_offset.setdefault(partition, watermark)
+            log.info("partition %d: resumed from checkpoint (watermark %s, first offset delivered %d)",
+                     partition, start, first_offset)
+        if start is None:
+            start = await self._retrying(f"partition {partition}: reading its committed offset",
+                                         self._start_without_checkpoint, partition)
+            if start > 0:
+                log.warning("partition %d: no checkpoint; starting at offset %d", partition, start)
+        self.next_offset[partition] = start
         self.restored.add(partition)
-        return partition not in self.rewound
-
-    async def _rewind(self, partition: int, offset: int) -> None:
-        """Seek the input partition back; frames until `offset` comes again are dropped."""
-        tp = next(tp for tp in self.app.consumer.assignment()
-                  if tp.topic == self.settings.input_topic and tp.partition == partition)
-        await self.app.consumer.seek(tp, offset)
-        self.rewound[partition] = (offset, time.monotonic())
-
-    def _in_sequence(self, partition: int, offset: int) -> Optional[int]:
-        """None if `offset` is the next one to process, else where to rewind to
-        (-1: already processed, drop it). Faust was seen to deliver a
-        partition's messages with a jump (and to commit offsets nobody acked);
-        processing a jump would silently skip audio, so we read it again."""
-        rewound = self.rewound.get(partition)
-        if rewound is not None:
-            target, since = rewound
-            if offset == target:
-                del self.rewound[partition]
-                return None
-            if time.monotonic() - since > 5.0:  # the seek did not take: ask again
-                return target
-            return -1
-        expected = self.next_offset.get(partition)
-        if expected is None or offset == expected:
-            return None
-        return -1 if offset < expected else expected
 
     @staticmethod
     def _state_key(partition: int) -> bytes:
         return f"p{partition}".encode()
 
     async def on_event(self, event) -> None:
+        """Process each partition's frames in offset order, from the checkpoint on.
+
+        Faust does not guarantee that: it starts a partition wherever its
+        consumer stands (not always at our committed offset) and was seen to
+        deliver a partition with a jump. Frames already processed are dropped;
+        a jump ahead is filled by reading the missing offsets straight from
+        Kafka, so no audio is skipped and no seek of Faust's consumer is needed."""
         msg = event.message
         p = msg.partition
         if p not in self.restored:
             await self._restore(p, msg.offset)
-        rewind = self._in_sequence(p, msg.offset)
-        if rewind is not None:
-            if rewind >= 0:
-                log.warning("partition %d: got offset %d, expected %d: reading again from %d",
-                            p, msg.offset, rewind, rewind)
-                await self._rewind(p, rewind)
-            return
-        self.next_offset[p] = msg.offset + 1
+        expected = self.next_offset.get(p, msg.offset)
+        if msg.offset < expected:
+            return  # already processed (or covered by the checkpoint)
+        if msg.offset > expected:
+            self.metrics.refetched_frames.inc(msg.offset - expected)
+            log.warning("partition %d: got offset %d, expected %d: reading the %d frames between from Kafka",
+                        p, msg.offset, expected, msg.offset - expected)
+            while p in self.restored and self.next_offset[p] < msg.offset:
+                start = self.next_offset[p]
+                missing = await self._retrying(f"partition {p}: reading offsets {start}-{msg.offset}",
+                                               self._read_input, p, start, msg.offset)
+                for offset, key, value in missing:
+                    if p not in self.restored:
+                        return  # revoked meanwhile: the new owner redoes it
+                    await self._process(p, offset, key, value)
+                if not missing:
+                    break  # nothing but markers left before msg.offset
+        if p in self.restored:
+            await self._process(p, msg.offset, msg.key, msg.value)
+
+    async def _process(self, p: int, offset: int, key: Optional[bytes], value: bytes) -> None:
+        self.next_offset[p] = offset + 1
         now = time.monotonic()
-        out = self.processor.ingest(msg.value, msg.key, p, msg.offset, now)
+        out = self.processor.ingest(value, key, p, offset, now)
         self.metrics.frames.inc()
         if out.duplicates:
             self.metrics.duplicate_frames.inc(out.duplicates)
         if out.gap_ms:
             self.metrics.gap_ms.inc(out.gap_ms)
-            log.warning("partition %d offset %d: %d ms of missing audio filled with silence", p, msg.offset,
+            log.warning("partition %d offset %d: %d ms of missing audio filled with silence", p, offset,
                         out.gap_ms)
         self._publish(out, now)
         while len(self.batcher) + self._in_flight() > self.max_pending:
@@ -307,35 +383,77 @@ class Worker:
                     log.warning("dead letter: %s: %s", ev["reason"], ev["detail"][:200])
                 elif isinstance(key, str):
                     key = key.encode()
-                t.send_soon(key=key, value=orjson.dumps(ev))
+                self._send(t, key, orjson.dumps(ev))
         for partition, state, watermark in out.checkpoints:
             self._commit_checkpoint(partition, state, watermark)
 
     def _commit_checkpoint(self, partition: int, state: dict, watermark: Optional[int]) -> None:
-        """Persist the checkpoint; its watermark is committed once the producer
-        has flushed it (see `_commit_watermarks`)."""
+        """Queue the checkpoint; `_commit_watermarks` writes it once every
+        event published before it is in Kafka, then commits its watermark."""
         if partition not in self.restored:
             return  # revoked meanwhile
-        key = self._state_key(partition)
-        value = orjson.dumps(state)
-        self.state.data[key] = value
-        self.state.send_changelog(partition, key, value)
-        if watermark is not None:
-            self.to_commit[partition] = watermark
+        self.to_commit[partition] = (orjson.dumps(state), watermark)
+
+    def _send(self, topic, key: Optional[bytes], value: bytes) -> None:
+        """Publish without waiting; the send is confirmed before the next commit."""
+        self.unconfirmed.append((topic, key, value, topic.send_soon(key=key, value=value)))
+
+    async def _confirm_sent(self, timeout_s: float = 30.0) -> bool:
+        """Wait until Kafka has acknowledged everything sent so far; re-send
+        what failed. True when all of it is confirmed.
+
+        Faust's own `producer.flush()` is not enough: its buffer flush gives
+        up after 0.1 s without progress, so on a busy machine it returned with
+        events and checkpoints still queued, and the offset commit that
+        followed went out before them (a crash then lost those events and
+        left an older checkpoint behind a newer committed offset)."""
+        batch, self.unconfirmed = self.unconfirmed, []
+        if not batch:
+            return True
+        await asyncio.wait([fut for *_, fut in batch], timeout=timeout_s)
+        ok = True
+        for topic, key, value, fut in batch:
+            if not fut.done():
+                self.unconfirmed.append((topic, key, value, fut))
+                ok = False
+            elif fut.exception() is not None:
+                self.metrics.publish_errors.inc()
+                log.warning("publishing to %s failed (%s); sending it again", topic.get_topic_name(),
+                            fut.exception())
+                self._send(topic, key, value)
+                ok = False
+        return ok
 
     async def _commit_watermarks(self) -> None:
-        """Commit each partition's newest checkpointed watermark, after the
-        checkpoint and every event published before it are in Kafka."""
-        if not self.to_commit:
-            return
+        """Write each partition's newest checkpoint and commit its watermark.
+
+        Order matters: (1) every event published before the checkpoint is
+        confirmed by Kafka; (2) the checkpoint is written and confirmed;
+        (3) its watermark is committed. So any checkpoint a new owner can read
+        (the newest, which may be newer than the committed offset if we die
+        before (3)) has all its events published, and the committed offset
+        never passes audio that the newest checkpoint still needs."""
+        if not await self._confirm_sent() or not self.to_commit:
+            return  # not everything is in Kafka yet: the checkpoints wait for the next tick
         pending, self.to_commit = self.to_commit, {}
-        offsets = {tp: pending[tp.partition] for tp in self.app.consumer.assignment()
-                   if tp.topic == self.settings.input_topic and tp.partition in pending
-                   and tp.partition in self.restored}
-        if not offsets:
+        owned = {tp.partition: tp for tp in self.app.consumer.assignment()
+                 if tp.topic == self.settings.input_topic and tp.partition in self.restored}
+        pending = {p: v for p, v in pending.items() if p in owned}
+        if not pending:
             return
-        await self.app.producer.flush()
-        await self.app.consumer._commit(offsets)
+        changelog = self.state.changelog_topic
+        for partition, (value, _) in pending.items():
+            key = self._state_key(partition)
+            self.state.data[key] = value
+            self.unconfirmed.append((changelog, key, value, self.state.send_changelog(partition, key, value)))
+        if not await self._confirm_sent():
+            for p, v in pending.items():  # retried at the next tick unless a newer one came meanwhile
+                self.to_commit.setdefault(p, v)
+            return
+        offsets = {owned[p]: watermark for p, (_, watermark) in pending.items() if watermark is not None}
+        if offsets:
+            await self.app.consumer._commit(offsets)
+            log.debug("committed checkpoint watermarks %s", {tp.partition: o for tp, o in offsets.items()})
 
     # ------------------------------------------------------------ inference
     def _infer(self, windows, rates):
@@ -427,31 +545,10 @@ class Worker:
                 self.processor.drop_partition(tp.partition)
                 self.to_commit.pop(tp.partition, None)
                 self.restored.discard(tp.partition)
-                self.rewound.pop(tp.partition, None)
                 self.next_offset.pop(tp.partition, None)
         self.health.set_revoked()
 
     async def _on_assigned(self, sender, assigned, **kwargs) -> None:
-        # Make the committed offset of each input partition its checkpoint's
-        # watermark before Faust seeks to "committed": Faust was seen to commit
-        # offsets past what was acked, which would skip audio on resume.
-        loop = asyncio.get_running_loop()
-        rewind = {}
-        for tp in assigned:
-            if tp.topic != self.settings.input_topic or tp.partition in self.restored:
-                continue
-            try:
-                raw = await loop.run_in_executor(None, self._latest_checkpoint, tp.partition)
-            except Exception as exc:
-                log.warning("partition %d: could not read its checkpoint at assignment: %s", tp.partition, exc)
-                continue
-            watermark = orjson.loads(raw).get("watermark") if raw else None
-            if watermark is not None:
-                rewind[tp] = watermark
-        if rewind:
-            try:
-                await self.app.consumer._commit(rewind)
-                log.info("committed checkpoint watermarks %s", {tp.partition: o for tp, o in rewind.items()})
-            except Exception as exc:
-                log.warning("could not commit checkpoint watermarks: %s", exc)
+        # Nothing to seek here: each partition's first event restores its
+        # checkpoint and seeks to its watermark if the consumer started past it.
         self.health.set_assignment([tp.partition for tp in assigned if tp.topic == self.settings.input_topic])

@@ -28,6 +28,9 @@ METRIC_NAMES = (
     "voicetone_segments_published_total",
     "voicetone_dead_letters_total",
     "voicetone_inference_errors_total",
+    "voicetone_restore_errors_total",
+    "voicetone_publish_errors_total",
+    "voicetone_refetched_frames_total",
     "voicetone_gap_ms_total",
     "voicetone_duplicate_frames_total",
     "voicetone_batch_size",
@@ -53,6 +56,14 @@ class Metrics:
             "voicetone_dead_letters_total", "Frames sent to the dead-letter topic", ["reason"], registry=r)
         self.inference_errors = Counter(
             "voicetone_inference_errors_total", "Failed model calls", ["kind"], registry=r)
+        self.restore_errors = Counter(
+            "voicetone_restore_errors_total",
+            "Failed reads of a checkpoint, a committed offset or skipped frames (retried)", registry=r)
+        self.publish_errors = Counter(
+            "voicetone_publish_errors_total", "Events whose send to Kafka failed (sent again)", registry=r)
+        self.refetched_frames = Counter(
+            "voicetone_refetched_frames_total",
+            "Frames read straight from Kafka because the consumer skipped them", registry=r)
         self.gap_ms = Counter(
             "voicetone_gap_ms_total", "Milliseconds of missing audio filled with silence", registry=r)
         self.duplicate_frames = Counter(

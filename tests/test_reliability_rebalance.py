@@ -45,9 +45,6 @@ def _stop_one(sc: Scenario) -> None:
     sc.notes["survivor_published_before_takeover"] = a.metric("voicetone_segments_published_total")
 
 
-@pytest.mark.skipif(not SLOW, reason="known open problem (issue 6): the new owner sometimes restores a stale "
-                    "checkpoint (watermark 0) while the committed offset is far past it, and a call's frames are "
-                    "dead-lettered gap_too_large; run with VOICETONE_SLOW_TESTS=1")
 def test_sigterm_one_of_two_workers_its_calls_complete_on_the_other(tmp_path):
     n, spread = (16, 40) if SLOW else (10, 20)
     sc = Scenario(tmp_path, n_calls=n, seconds=(15, 20), spread_s=spread, seed=SEED, n_workers=2)

@@ -70,14 +70,24 @@ def run_demo(settings: Settings, out_dir: str = "voicetone-demo", speed: float =
         worker = start_worker(settings, out / "worker.log")
         console.print(f"[bold]worker[/] started (pid {worker.pid}); log in {out / 'worker.log'}")
         events: list[dict] = []
-        ended = set()
+        ended: dict[tuple, int] = {}   # (call, channel) -> segments its summary reports
+        seen: dict[tuple, set] = {}    # (call, channel, type) -> segment indices received
+
+        def complete() -> bool:
+            # the three topics arrive in no particular order relative to each other: a channel is
+            # complete when its summary and all the segments and aggregates it counts are in
+            return len(ended) >= expected and all(
+                len(seen.get((*key, kind), ())) >= n for key, n in ended.items() for kind in ("segment", "aggregate"))
 
         def on_event(ev: dict) -> bool:
             events.append(ev)
             console.print(format_event(ev))
+            key = (ev["call_id"], ev["channel"])
             if ev["type"] == "call":
-                ended.add((ev["call_id"], ev["channel"]))
-            return len(ended) < expected and time.monotonic() - started < timeout_s
+                ended[key] = ev["segments"]
+            elif ev["type"] in ("segment", "aggregate"):
+                seen.setdefault((*key, ev["type"]), set()).add(ev["segment_index"])
+            return not complete() and time.monotonic() - started < timeout_s
 
         def should_stop() -> bool:
             if worker.poll() is not None:
@@ -97,7 +107,7 @@ def run_demo(settings: Settings, out_dir: str = "voicetone-demo", speed: float =
         for call in sorted({e["call_id"] for e in events}):
             png = render_timeline([e for e in events if e["call_id"] == call], out / f"{call}.png")
             console.print(f"timeline: {png}")
-        ok = len(ended) >= expected
+        ok = complete()
         console.print(f"[bold]{'done' if ok else 'incomplete'}[/]: {len(ended)}/{expected} channels summarised, "
                       f"{sum(e['type'] == 'segment' for e in events)} segments in {time.monotonic() - started:.0f} s")
         return 0 if ok else 1
