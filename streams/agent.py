@@ -36,12 +36,14 @@ import numpy as np
 import orjson
 
 from streams.batching import Batcher
+from streams.heap import release_free_memory
 from streams.metrics import HealthState, Metrics
 from streams.pipeline import Output, ProcessorConfig, StreamProcessor, prepare_batch
 from voicetone.settings import Settings
 
 log = logging.getLogger("voicetone.worker")
 
+TRIM_AFTER_CLOSED = 200  # closed channels after which free heap memory is given back to the OS (or when idle)
 FENCE_KEY = b"__voicetone_fence__"  # changelog records that mark where a restore read up to
 
 
@@ -127,6 +129,7 @@ class Worker:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicetone-infer")
         self.to_commit: dict[int, tuple[bytes, Optional[int]]] = {}  # partition -> (checkpoint, watermark)
         self.unconfirmed: list[tuple] = []     # (topic, key, value, future) sent but not yet acknowledged
+        self.closed_since_trim = 0             # channels closed since free heap memory was last given back
         self.restored: set[int] = set()
         self.next_offset: dict[int, int] = {}  # partition -> offset of the next frame to process
         self.last_checkpoint: dict[int, float] = {}
@@ -386,6 +389,7 @@ class Worker:
                 self._send(t, key, orjson.dumps(ev))
         for partition, state, watermark in out.checkpoints:
             self._commit_checkpoint(partition, state, watermark)
+        self.closed_since_trim += len(out.calls)
 
     def _commit_checkpoint(self, partition: int, state: dict, watermark: Optional[int]) -> None:
         """Queue the checkpoint; `_commit_watermarks` writes it once every
@@ -514,6 +518,9 @@ class Worker:
                 self.last_checkpoint[p] = now
                 self._publish(self.processor.request_checkpoint(p), now)
         self.metrics.active_channels.set(self.processor.open_channels)
+        if self.closed_since_trim >= TRIM_AFTER_CLOSED or (self.closed_since_trim and not self.processor.open_channels):
+            self.closed_since_trim = 0
+            release_free_memory()  # else RSS stays at the peak of a burst of calls
         self.metrics.set_consumer_lag(self._consumer_lag())
         self.health.mark_progress()
         try:

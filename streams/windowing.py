@@ -122,13 +122,18 @@ def _reject(reason: str, detail: str) -> AddResult:
 class _SampleBuffer:
     """Sliding float32 buffer of channel audio from sample position ``base``.
 
-    Appends copy into preallocated space and compact only when the end is
-    reached, so memory stays ~2x (window + largest frame) and no per-sample
-    Python runs.
+    Appends copy into spare space and compact only when the end is reached,
+    so memory stays ~2x (window + largest frame) and no per-sample Python
+    runs. The buffer starts small and doubles as audio comes: a channel that
+    sends a few frames and is abandoned costs kilobytes, not two windows
+    (thousands of large per-channel buffers freed at once fragment the heap,
+    which then never shrinks: `bench/memory_abandoned.py`).
     """
 
+    initial_capacity = 4096
+
     def __init__(self, capacity: int, base: int = 0) -> None:
-        self._buf = np.zeros(max(capacity, 1), dtype=np.float32)
+        self._buf = np.zeros(min(max(capacity, 1), self.initial_capacity), dtype=np.float32)
         self._lo = 0
         self._hi = 0
         self.base = base  # sample position of self._buf[self._lo]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import time
 
 import numpy as np
@@ -77,11 +76,18 @@ def test_abandoned_calls_expire_and_open_channels_return_to_zero(tmp_path):
                 produce_all(settings, msgs)
                 peak = _wait_metric(w, "voicetone_active_channels", lambda v: v > 0, 60)
                 rss_peak = _rss_mb(w.proc.pid)
-                events = log.wait_for(lambda ev: sum(e["type"] == "call" for e in ev) >= N_ABANDONED,
-                                      timeout=120 + N_ABANDONED / 50, what=f"{N_ABANDONED} idle call summaries",
-                                      alive=w.alive)
+                samples = [rss_peak]
+
+                def all_summarised(ev) -> bool:
+                    samples.append(_rss_mb(w.proc.pid))
+                    return sum(e["type"] == "call" for e in ev) >= N_ABANDONED
+
+                events = log.wait_for(all_summarised, timeout=120 + N_ABANDONED / 50,
+                                      what=f"{N_ABANDONED} idle call summaries", alive=w.alive)
                 _wait_metric(w, "voicetone_active_channels", lambda v: v == 0, 30)
+                time.sleep(2.5)  # the next housekeeping ticks give free memory back
                 rss_end = _rss_mb(w.proc.pid)
+                rss_peak = max(samples)
         finally:
             log.stop()
     calls = [e for e in events if e["type"] == "call"]
@@ -94,6 +100,10 @@ def test_abandoned_calls_expire_and_open_channels_return_to_zero(tmp_path):
              "rss_mb_peak": round(rss_peak), "rss_mb_end": round(rss_end)}
     (tmp_path / "stats.json").write_text(json.dumps(stats))
     print(json.dumps(stats))
+    # memory goes back down: what stays is the first inference's warm-up and bounded bookkeeping
+    # (the keys of ended channels, remembered 10 min to reject late frames), not the channels' audio.
+    # Before buffers started small and free heap was given back: 336 MB -> 1,526 MB after 10,000.
+    assert rss_end - rss_start <= 40 + 0.3 * (rss_peak - rss_start), stats
 
 
 def test_channel_cap_dead_letters_capacity_and_serves_the_rest(tmp_path):
