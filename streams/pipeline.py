@@ -23,7 +23,7 @@ import numpy as np
 from schemas.errors import FrameError
 from schemas.events import event_id, make_dead_letter
 from schemas.frames import decode_frame
-from schemas.resample import resample_fft
+from schemas.resample import resample_fft_rows
 from streams.aggregation import ChannelAggregate, InvalidSegment, SegmentResult
 from streams.batching import stack_windows
 from streams.windowing import CAPACITY, ChannelRegistry, Window, WindowSpec
@@ -93,9 +93,19 @@ class _Channel:
 
 
 def prepare_batch(windows: list[Window], rates: list[int], model_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resample each window to the model's rate and stack them zero-padded."""
-    converted = [w.samples if r == model_rate else resample_fft(w.samples, r, model_rate)
-                 for w, r in zip(windows, rates)]
+    """Resample each window to the model's rate and stack them zero-padded.
+
+    Windows of the same rate and length (all full windows of a rate) are
+    resampled together in one FFT call."""
+    converted: list = [w.samples if r == model_rate else None for w, r in zip(windows, rates)]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (w, r) in enumerate(zip(windows, rates)):
+        if r != model_rate:
+            groups.setdefault((r, w.samples.size), []).append(i)
+    for (rate, _), idx in groups.items():
+        rows = resample_fft_rows(np.stack([windows[i].samples for i in idx]), rate, model_rate)
+        for i, row in zip(idx, rows):
+            converted[i] = row
     return stack_windows(converted)
 
 
@@ -146,20 +156,21 @@ class StreamProcessor:
         except FrameError as err:
             self._dead_letter(out, err, value, key, partition, offset)
             return out
-        f = decoded.frame
-        ckey = (f.call_id, f.channel)
+        f = decoded.fields
+        call_id, channel, rate = f["call_id"], f["channel"], f["sample_rate"]
+        ckey = (call_id, channel)
         ch = self.channels.get(ckey)
-        if ch is not None and ch.rate != f.sample_rate:
+        if ch is not None and ch.rate != rate:
             self._dead_letter(out, FrameError("bad_sample_rate", f"channel started at {ch.rate} Hz, "
-                                              f"frame is {f.sample_rate} Hz"), value, key, partition, offset)
+                                              f"frame is {rate} Hz"), value, key, partition, offset)
             return out
         if ch is None and len(self.channels) >= self.config.max_active_channels:
             self._dead_letter(out, FrameError(CAPACITY, f"{len(self.channels)} channels open "
                                               f"(max_active_channels={self.config.max_active_channels})"),
                               value, key, partition, offset)
             return out
-        reg = self._registry(partition, f.sample_rate)
-        res = reg.add(f.call_id, f.channel, f.seq, decoded.samples, f.end, offset, now)
+        reg = self._registry(partition, rate)
+        res = reg.add(call_id, channel, f["seq"], decoded.samples, f["end"], offset, now)
         if res.rejected is not None:
             self._dead_letter(out, FrameError(res.rejected.reason, res.rejected.detail), value, key,
                               partition, offset)
@@ -168,13 +179,13 @@ class StreamProcessor:
             out.duplicates += 1
             return out
         if ch is None:
-            ch = self.channels[ckey] = _Channel(partition, f.sample_rate, ChannelAggregate(
+            ch = self.channels[ckey] = _Channel(partition, rate, ChannelAggregate(
                 self.config.current_speech_ms, self.config.speech_threshold))
-        if f.ts_ms is not None and ch.ts_origin_ms is None:
+        if f["ts_ms"] is not None and ch.ts_origin_ms is None:
             w = reg.get(*ckey)
             before = (w.total_samples if w is not None else 0) - decoded.samples.size
-            ch.ts_origin_ms = f.ts_ms - int(1000 * max(0, before) / f.sample_rate)
-        out.gap_ms += int(1000 * res.gap_samples_filled / f.sample_rate)
+            ch.ts_origin_ms = f["ts_ms"] - int(1000 * max(0, before) / rate)
+        out.gap_ms += int(1000 * res.gap_samples_filled / rate)
         if res.finished:
             self._close(ckey, ch, "end", res.windows, out)
         else:
