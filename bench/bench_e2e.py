@@ -222,8 +222,13 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
             names.append((f"{run_tag}-{call:05d}", ("agent", "customer")[ch]))
             audio.append(ChannelAudio(tracks[c % len(tracks)], 7919 * call))
             offsets[c] = 2.5 * call / calls
-        index = {k: i for i, k in enumerate(names)}
+        index = {k: (i, 0) for i, k in enumerate(names)}   # (call, channel) -> (channel slot, first frame)
         keys = [k[0].encode() for k in names]
+        base = list(names)
+        call_frames = int(args.call_s * 1000 / FRAME_MS) if args.call_s else 0
+        generation = np.zeros(n, dtype=np.int64)
+        first = np.zeros(n, dtype=np.int64)                # frame position where the current call began
+        calls_ended = 0
         total_s = args.warmup + args.measure
         max_frames = int(total_s * 1000 / FRAME_MS) + 50
         sent_at = np.zeros((n, max_frames))          # wall time each frame was sent (0: not sent)
@@ -259,7 +264,10 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
                     continue
                 late_max = max(late_max, now - due[c])
                 ts = time.time()
-                value = encode_frame(names[c][0], names[c][1], s, RATE, audio[c].next(step), ts_ms=int(ts * 1000))
+                local = s - int(first[c])
+                end = bool(call_frames) and local == call_frames - 1
+                value = encode_frame(names[c][0], names[c][1], local, RATE, audio[c].next(step),
+                                     ts_ms=int(ts * 1000), end=end)
                 while True:
                     try:
                         producer.produce(INPUT, key=keys[c], value=value)
@@ -269,6 +277,13 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
                 sent_at[c, s] = ts
                 seqs[c] = s + 1
                 due[c] += FRAME_MS / 1000
+                if end:  # the call ends; a new call takes this channel slot (soak: state must not pile up)
+                    calls_ended += 1
+                    generation[c] += 1
+                    first[c] = s + 1
+                    names[c] = (f"{base[c][0]}-g{generation[c]}", base[c][1])
+                    keys[c] = names[c][0].encode()
+                    index[names[c]] = (c, s + 1)
             producer.poll(0)
             sleep = float(due.min()) - time.monotonic()
             if sleep > 0:
@@ -291,10 +306,11 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
 
     lat, sent = [], []
     for recv, call, ch, end_ms in arrivals:
-        c = index.get((call, ch))
-        if c is None:
+        slot = index.get((call, ch))
+        if slot is None:
             continue
-        s = int(round(end_ms / FRAME_MS)) - 1
+        c, begin = slot
+        s = begin + int(round(end_ms / FRAME_MS)) - 1
         if not 0 <= s < max_frames or sent_at[c, s] == 0:
             continue
         if sent_at[c, s] < t_measure_wall:
@@ -306,7 +322,12 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     # windows whose last frame was sent in [measure start, end - 1 s]
     horizon = wall_end - 1.0
     got = int(np.sum(sent <= horizon))
-    expected = n * max(0.0, horizon - t_measure_wall) / (2.5)
+    per_s = 1 / 2.5  # windows per second of a channel's audio
+    if args.call_s:  # calls that end: full windows, plus a last partial one only for >= 1 s of uncovered audio
+        full = int((args.call_s - 5.0) // 2.5) + 1 if args.call_s >= 5.0 else 0
+        covered = (full - 1) * 2.5 + 5.0 if full else 0.0
+        per_s = (full + (args.call_s - covered >= 1.0)) / args.call_s
+    expected = n * max(0.0, horizon - t_measure_wall) * per_s
     completeness = got / expected if expected else float("nan")
     order = np.argsort(sent)
     thirds = np.array_split(lat_ms[order], 3) if len(lat_ms) >= 3 else [lat_ms] * 3
@@ -315,8 +336,13 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     worker_cpu = (end_sample[1] - cpu_at_measure[1]) / measured * 100 if cpu_at_measure else float("nan")
     broker_cpu = (end_sample[3] - cpu_at_measure[3]) / measured * 100 if cpu_at_measure else float("nan")
     rss = [s[2] for s in samples if cpu_at_measure and s[0] >= cpu_at_measure[0]] + [end_sample[2]]
+    # memory over the run, after the warm-up: RSS at the start of the measurement, then the
+    # mean of each later fifth; flat after warm-up = no leak (the soak: --call-s 60 --measure 1800)
+    rss_fifths = [float(np.mean(part)) / 2**20 for part in np.array_split(np.asarray(rss, float), 5)
+                  if len(part)] if len(rss) >= 5 else []
     r = {
         "target": target, "channels": n, "ready_s": round(ready_s, 1), "segments": got,
+        "calls_ended": calls_ended, "worker_rss_fifths_mb": [round(x, 1) for x in rss_fifths],
         "expected_windows": round(expected), "completeness": completeness,
         "p50_ms": percentile(lat_ms, 50), "p99_ms": percentile(lat_ms, 99), "max_ms": percentile(lat_ms, 100),
         "growth_ms": growth, "worker_cpu_pct": worker_cpu, "worker_rss_mb": max(rss) / 2**20,
@@ -338,6 +364,9 @@ def show(r: dict) -> None:
     console.print(f"  {r['target']:<11} N={r['channels']:<5} {ok}  p50 {r['p50_ms']:.0f} ms  p99 {r['p99_ms']:.0f} ms  "
                   f"windows {r['segments']}/{r['expected_windows']} ({r['completeness']:.0%})  growth {r['growth_ms']:+.0f} ms  "
                   f"worker {r['worker_cpu_pct']:.0f}% CPU {r['worker_rss_mb']:.0f} MB  load {r['loadavg']}")
+    if r.get("calls_ended"):
+        console.print(f"    {r['calls_ended']} calls ended and replaced; worker RSS by fifth of the measurement: "
+                      + ", ".join(f"{x:.0f}" for x in r["worker_rss_fifths_mb"]) + " MB")
     if "worker_mean_inference_ms" in r:
         console.print(f"    worker's own view: mean batch {r['worker_mean_batch']:.1f}, mean model call "
                       f"{r['worker_mean_inference_ms']:.0f} ms, mean audio end -> publish "
@@ -391,6 +420,9 @@ def main(argv=None) -> int:
     p.add_argument("--min-complete", type=float, default=0.97)
     p.add_argument("--max-growth-ms", type=float, default=250.0)
     p.add_argument("--ready-timeout", type=float, default=120.0)
+    p.add_argument("--call-s", type=float, default=0.0,
+                   help="calls last this long, then send `end` and a new call takes the channel (0: one call "
+                        "per channel for the whole run); with a long --measure this is the memory soak")
     p.add_argument("--logdir", default=os.path.join(tempfile.gettempdir(), "voicetone-bench-e2e"))
     args = p.parse_args(argv)
     targets = list(TARGETS) if args.target == "all" else args.target.split(",")
