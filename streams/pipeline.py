@@ -186,6 +186,8 @@ class StreamProcessor:
             before = (w.total_samples if w is not None else 0) - decoded.samples.size
             ch.ts_origin_ms = f["ts_ms"] - int(1000 * max(0, before) / rate)
         out.gap_ms += int(1000 * res.gap_samples_filled / rate)
+        # the call's length is its audio's, also when it ends before its first window
+        ch.duration_ms = max(ch.duration_ms, 1000 * res.audio_samples // rate)
         if res.finished:
             self._close(ckey, ch, "end", res.windows, out)
         else:

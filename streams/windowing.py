@@ -113,6 +113,7 @@ class AddResult:
     dropped_duplicate: bool = False
     gap_samples_filled: int = 0
     finished: bool = False
+    audio_samples: int = 0  # the channel's audio length (samples, gaps filled) after this frame
 
 
 def _reject(reason: str, detail: str) -> AddResult:
@@ -589,6 +590,8 @@ class ChannelRegistry:
         else:
             w = item[0]
         res = w.add(seq, samples, end, offset)
+        if res.rejected is None:
+            res.audio_samples = w.total_samples
         if w.finished:
             self._open.pop(key, None)
             self._remember_ended(key, now)

@@ -244,3 +244,12 @@ def test_checkpoints_keep_completing_after_a_restore():
     [(_, _, later)] = res.checkpoints
     assert later > watermark
     assert len(res.calls) == 1
+
+
+def test_call_duration_is_the_audio_length_also_for_calls_shorter_than_a_window():
+    short = run(frames("short", "0", tone(0.5, 300)))       # ends before any window (< 1 s: none at all)
+    odd = run(frames("odd", "0", tone(7.3, 300, rate=8000), rate=8000))  # last 0.3 s past the last window's end
+    [s] = [e for e in short if e["type"] == "call"]
+    [o] = [e for e in odd if e["type"] == "call"]
+    assert (s["duration_ms"], s["segments"]) == (500, 0)
+    assert o["duration_ms"] == 7300 and o["segments"] >= 2
