@@ -13,6 +13,7 @@ input re-creates them bit for bit, whatever the input rate.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -304,10 +305,14 @@ class StreamProcessor:
         }
 
     def _bad_output(self, w: Window, err: InvalidSegment, now_ms: int) -> dict:
+        """A dead letter for a window the model gave no usable answer for: which
+        call, channel and window lost its segment (the key is the call ID, as on
+        the input topic)."""
+        where = f"call {w.call_id!r} channel {w.channel!r} window {w.index} ({w.start_ms}-{w.end_ms} ms): "
         return {
-            "type": "dead_letter", "v": 1, "reason": f"model_output_{err.reason}", "detail": str(err)[:1000],
-            "topic": self.config.input_topic, "partition": None, "offset": None, "key_b64": None,
-            "value_b64": "", "received_at_ms": now_ms,
+            "type": "dead_letter", "v": 1, "reason": f"model_output_{err.reason}", "detail": (where + str(err))[:1000],
+            "topic": self.config.input_topic, "partition": None, "offset": None,
+            "key_b64": base64.b64encode(w.call_id.encode()).decode(), "value_b64": "", "received_at_ms": now_ms,
         }
 
     # ------------------------------------------------------------ recovery

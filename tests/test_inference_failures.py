@@ -1,0 +1,86 @@
+"""Inference failures split or skip the batch, are counted, and never kill the worker.
+
+A model that raises out-of-memory on batches larger than 2 and returns NaN for one
+poisoned window, driven through the worker's own batch runner (`Worker._run_batch`)
+and the processor: every good window still gets its segment, the poisoned one is
+dead-lettered, and the error metric counts the failed model calls. No broker: the
+Faust app is built but never started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from streams.agent import Worker
+from tests.test_pipeline import EnergyModel, frames, tone
+from voicetone.settings import Settings
+
+POISON = 0.123
+
+
+class FlakyModel(EnergyModel):
+    calls: list[int]
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, audio, lengths):
+        self.calls.append(len(lengths))
+        if len(lengths) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        speech, sent = super().predict(audio, lengths)
+        for i, row in enumerate(np.asarray(audio)):
+            if np.isclose(row[0], POISON, atol=1e-3):  # the poisoned window: the network answers NaN
+                speech = np.array(speech, dtype=np.float32)
+                speech[i] = np.nan
+        return speech, sent
+
+
+def test_out_of_memory_splits_the_batch_and_nan_output_is_dead_lettered(tmp_path):
+    model = FlakyModel()
+    w = Worker(Settings(app_id="t-infer", broker="127.0.0.1:1", metrics_port=0), model=model, partitions=1)
+    windows = []
+    for c in range(4):
+        audio = tone(5.0, 300 + 100 * c)
+        if c == 2:
+            audio[0] = POISON
+        for offset, (k, v) in enumerate(frames(f"call-{c}", "0", audio)):
+            windows += w.processor.ingest(v, k, 0, 100 * c + offset).windows
+    assert len(windows) == 4
+
+    speech, sentiment, batch = asyncio.run(w._run_batch(windows))
+    out = w.processor.apply_results(batch, speech, sentiment)
+
+    assert model.calls[0] == 4 and max(model.calls[1:]) <= 2      # split after the OOM, then served
+    assert w.metrics.inference_errors.labels(kind="RuntimeError")._value.get() >= 1
+    assert sorted(e["call_id"] for e in out.segments) == ["call-0", "call-1", "call-3"]
+    [dl] = out.dead_letters
+    assert dl["reason"].startswith("model_output_") and "call-2" in dl["detail"] + str(dl)
+    assert {e["call_id"] for e in out.calls} == {"call-0", "call-1", "call-2", "call-3"}  # every call still ends
+    w.executor.shutdown(wait=True)
+
+
+def test_a_window_that_always_fails_is_skipped_and_the_rest_are_served():
+    class Broken(EnergyModel):
+        def predict(self, audio, lengths):
+            if any(np.isclose(row[0], POISON, atol=1e-3) for row in np.asarray(audio)):
+                raise ValueError("bad input to the network")
+            return super().predict(audio, lengths)
+
+    w = Worker(Settings(app_id="t-infer2", broker="127.0.0.1:1", metrics_port=0), model=Broken(), partitions=1)
+    windows = []
+    for c in range(3):
+        audio = tone(5.0, 400 + 50 * c)
+        if c == 1:
+            audio[0] = POISON
+        for offset, (k, v) in enumerate(frames(f"x-{c}", "0", audio)):
+            windows += w.processor.ingest(v, k, 0, 100 * c + offset).windows
+    speech, sentiment, batch = asyncio.run(w._run_batch(windows))
+    assert np.isnan(speech[1]) and not np.isnan(speech[[0, 2]]).any()
+    out = w.processor.apply_results(batch, speech, sentiment)
+    assert sorted(e["call_id"] for e in out.segments) == ["x-0", "x-2"]
+    assert len(out.dead_letters) == 1
+    assert w.metrics.inference_errors.labels(kind="ValueError")._value.get() >= 2  # the batch, then the window
+    w.executor.shutdown(wait=True)
