@@ -62,22 +62,26 @@ def count_flops(m: VoiceToneModel, x: np.ndarray) -> int:
     return int(counter.get_total_flops())
 
 
-def bench_device(m: VoiceToneModel, batch_sizes: list[int], precisions: list[str], min_time: float,
+def bench_device(make, batch_sizes: list[int], precisions: list[str], min_time: float,
                  flops_per_window: int) -> list[dict]:
+    """`make(precision)` loads the model at that precision (`model.load(..., precision=)`)."""
     rows = []
-    check = windows(8, m.sample_rate, seed=2)
-    m.autocast_dtype = None
-    reference = m.predict(check)[1]
+    reference_model = make("fp32")
+    check = windows(8, reference_model.sample_rate, seed=2)
+    reference = reference_model.predict(check)
     for precision in precisions:
-        m.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
-        drift = float(np.abs(m.predict(check)[1] - reference).max())  # what reduced precision costs
+        m = reference_model if precision == "fp32" else make(precision)
+        got = m.predict(check)
+        # what reduced precision costs, on the same windows: sentiment and speech probabilities
+        drift = float(np.abs(got[1] - reference[1]).max())
+        drift_speech = float(np.abs(got[0] - reference[0]).max())
         for b in batch_sizes:
             x = windows(b, m.sample_rate)
             sec = timed(lambda: m.predict(x), m.device, min_time)
             rows.append({"device": m.device.type, "precision": precision, "batch": b,
                          "windows_per_s": b / sec, "ms_per_call": sec * 1000,
-                         "gflop_per_s": flops_per_window * b / sec / 1e9, "max_prob_diff_vs_fp32": drift})
-    m.autocast_dtype = None
+                         "gflop_per_s": flops_per_window * b / sec / 1e9, "max_prob_diff_vs_fp32": drift,
+                         "max_speech_diff_vs_fp32": drift_speech})
     return rows
 
 
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", help="model checkpoint (default: model.load()'s default)")
     p.add_argument("--devices", default="cpu,cuda", help="comma list; cuda is skipped when unavailable")
     p.add_argument("--batch-sizes", default="1,8,32,128,256")
-    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--precisions", default="fp32,bf16,int8", help="int8 runs on CPU only")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per measurement")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--ratio-batch", type=int, default=8)
@@ -114,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         if flops is None:
             flops = count_flops(m, windows(1, m.sample_rate))
         console.print(f"[bold]{dev}[/]: model {m.version}, {flops / 1e9:.3f} GFLOP per 5 s window")
-        results += bench_device(m, batch_sizes, precisions, args.min_time, flops)
+        wanted = [p for p in precisions if not (p == "int8" and dev != "cpu")]  # int8: CPU only
+        results += bench_device(lambda prec, dev=dev: model.load(args.checkpoint, device=dev, precision=prec),
+                                batch_sizes, wanted, args.min_time, flops)
         ratios[dev] = transcribe_ratio(m, args.ratio_batch, args.min_time)
     table = Table(title="voicetone predict throughput (5 s windows)")
     for col in ("device", "precision", "batch", "windows/s", "ms/call", "GFLOP/s", "live channels", "max |dp| vs fp32"):

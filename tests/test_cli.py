@@ -27,6 +27,7 @@ def test_every_contract_command_exists():
                               "--encoding", "mulaw", "--sample-rate", "8000", "--channel", "agent,customer"])
     assert (args.speed, args.frame_ms, args.encoding, args.sample_rate) == (0.0, 20, "mulaw", 8000)
     assert parser.parse_args(["worker", "--device", "cpu"]).device == "cpu"
+    assert parser.parse_args(["worker", "--precision", "int8"]).precision == "int8"
 
 
 def test_analyze_json_stereo_any_rate(tmp_path, capsys):
@@ -73,3 +74,11 @@ def test_demo_runs_and_ends_by_itself(tmp_path):
     assert len(pngs) == 2 and all(p.stat().st_size > 10_000 for p in pngs)
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert sum(e["type"] == "call" for e in events) == 4
+
+
+def test_analyze_with_int8_precision_from_the_environment(tmp_path, capsys, monkeypatch):
+    write_wav(tmp_path / "q.wav", 8000, (0.2 * np.sin(np.arange(8000 * 6) / 8000 * 2 * np.pi * 300)).astype(np.float32))
+    monkeypatch.setenv("VOICETONE_PRECISION", "int8")
+    assert main(["analyze", str(tmp_path / "q.wav"), "--json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events and all(e["model_version"].endswith("+int8") for e in events if "model_version" in e)

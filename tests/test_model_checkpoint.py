@@ -58,3 +58,26 @@ def test_pretrain_checkpoint_is_not_a_model(tmp_path):
     save_checkpoint(p, stage="pretrain", name="p", config=tiny_config().to_dict(), parts={})
     with pytest.raises(ValueError):
         model.load(p, device="cpu")
+
+
+def test_int8_precision_is_close_to_fp32_and_says_so_in_its_version():
+    import numpy as np
+
+    import model
+
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal((3, 16000 * 5))).astype(np.float32)
+    f32 = model.load(device="cpu")
+    i8 = model.load(device="cpu", precision="int8")
+    assert i8.version == f32.version + "+int8"
+    (s32, p32), (s8, p8) = f32.predict(x), i8.predict(x)
+    assert np.abs(p8 - p32).max() < 0.05 and np.abs(s8 - s32).max() < 0.05
+    np.testing.assert_allclose(p8.sum(axis=1), 1.0, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.Linear) and type(m) is torch.nn.Linear for m in i8.net.modules())
+
+
+def test_unknown_or_impossible_precision_is_refused():
+    import model
+
+    with pytest.raises(ValueError, match="precision must be one of"):
+        model.load(device="cpu", precision="fp8")

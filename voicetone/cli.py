@@ -18,7 +18,7 @@ def _settings(args, **extra):
     from voicetone.settings import Settings
 
     overrides = {k: v for k, v in extra.items() if v is not None}
-    for name in ("broker", "device", "model_path"):
+    for name in ("broker", "device", "precision", "model_path"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="voicetone-demo", help="folder for the timeline pictures and events")
     p.add_argument("--speed", type=float, default=4.0, help="replay speed (1 = real time)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                   help="inference precision (int8: CPU only, faster); default $VOICETONE_PRECISION or fp32")
     p.add_argument("--model-path", dest="model_path", default=None)
     p.add_argument("files", nargs="*", help="WAV files to play instead of the bundled sample calls")
     p.set_defaults(func=cmd_demo)
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="the stream processor (Faust worker); SIGTERM stops it")
     _add_broker(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                   help="inference precision (int8: CPU only, faster); default $VOICETONE_PRECISION or fp32")
     p.add_argument("--model-path", dest="model_path", default=None)
     p.set_defaults(func=cmd_worker)
 
@@ -120,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one event per line")
     p.add_argument("--frame-ms", type=int, default=100)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                   help="inference precision (int8: CPU only, faster); default $VOICETONE_PRECISION or fp32")
     p.add_argument("--model-path", dest="model_path", default=None)
     p.set_defaults(func=cmd_analyze)
 

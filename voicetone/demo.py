@@ -31,7 +31,7 @@ def sample_calls() -> list[Path]:
 
 def start_worker(settings: Settings, log_path: Path, extra_env: Optional[dict] = None) -> subprocess.Popen:
     env = dict(os.environ, **FAST_GROUP, VOICETONE_BROKER=settings.broker, **(extra_env or {}))
-    for name in ("device", "model_path"):
+    for name in ("device", "precision", "model_path"):
         value = getattr(settings, name)
         if value is not None:
             env[f"VOICETONE_{name.upper()}"] = str(value)
