@@ -398,7 +398,7 @@ def _run(args: argparse.Namespace) -> int:
         entries = read_manifest(args.manifest)
         from model.inference import load
 
-        model = load(args.model, args.device)
+        model = load(args.model, args.device, precision=args.precision)
     except (OSError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
@@ -425,5 +425,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"),
+                   help="inference precision, to measure what a reduced one costs in accuracy")
     p.add_argument("--asr", action="store_true", help="also decode transcripts: WER and sentiment-token error")
     p.set_defaults(func=_run)
