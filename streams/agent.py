@@ -518,6 +518,7 @@ class Worker:
                 self.last_checkpoint[p] = now
                 self._publish(self.processor.request_checkpoint(p), now)
         self.metrics.active_channels.set(self.processor.open_channels)
+        self.metrics.unconfirmed_sends.set(len(self.unconfirmed))
         if self.closed_since_trim >= TRIM_AFTER_CLOSED or (self.closed_since_trim and not self.processor.open_channels):
             self.closed_since_trim = 0
             release_free_memory()  # else RSS stays at the peak of a burst of calls

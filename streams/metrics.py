@@ -38,6 +38,7 @@ METRIC_NAMES = (
     "voicetone_end_to_end_latency_seconds",
     "voicetone_active_channels",
     "voicetone_consumer_lag",
+    "voicetone_unconfirmed_sends",
     "voicetone_ready",
 )
 
@@ -82,6 +83,9 @@ class Metrics:
         self.consumer_lag = Gauge(
             "voicetone_consumer_lag", "Messages behind the partition end on the input topic", ["partition"],
             registry=r)
+        self.unconfirmed_sends = Gauge(
+            "voicetone_unconfirmed_sends", "Events and checkpoints sent but not yet acknowledged by Kafka "
+            "(the next offset commit waits for them)", registry=r)
         self.ready = Gauge("voicetone_ready", "1 when the worker is ready (model loaded, partitions assigned)",
                            registry=r)
 
