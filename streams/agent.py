@@ -16,8 +16,9 @@ wires it to Kafka:
   and its watermark is committed once the checkpoint itself is acknowledged
   (`_commit_watermarks`). After a crash or a rebalance, the new owner reads
   the newest checkpoint from the changelog (up to a fence it appends, so it
-  knows where the end is), seeks to its watermark and re-reads at most the
-  last window's audio; the re-emitted segments carry the same `event_id`s
+  knows where the end is) and processes the partition in offset order from
+  its watermark, re-reading at most the last window's audio (frames Faust
+  skips are read straight from Kafka); the re-emitted segments carry the same `event_id`s
   (at-least-once, deterministic IDs).
 """
 
@@ -297,7 +298,9 @@ class Worker:
 
     async def _restore(self, partition: int, first_offset: int) -> None:
         """Adopt the partition's newest checkpoint; processing goes on from its
-        watermark (or from `first_offset` when there is none)."""
+        watermark, or, with no checkpoint, from the group's committed offset or
+        the partition's first offset (never from `first_offset`, where Faust
+        happened to start)."""
         raw = await self._retrying(f"partition {partition}: reading its checkpoint", self._latest_checkpoint,
                                    partition)
         state = orjson.loads(raw) if raw else None
