@@ -177,7 +177,7 @@ def test_plot_and_cli(corpus, tmp_path, monkeypatch, capsys):
 
     import model.inference
 
-    monkeypatch.setattr(model.inference, "load", lambda path, device: SpectralModel())
+    monkeypatch.setattr(model.inference, "load", lambda path, device, precision="fp32": SpectralModel())
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers())
     args = parser.parse_args(["evaluate", str(corpus / "m.jsonl"), "--out", str(tmp_path / "ev"), "--json"])
