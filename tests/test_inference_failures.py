@@ -38,16 +38,22 @@ class FlakyModel(EnergyModel):
         return speech, sent
 
 
+def _one_window_per_call(w: Worker, prefix: str, freqs: list[int], poisoned: int) -> list:
+    """5 s calls (one window each) through the worker's processor; call `poisoned` carries the marker."""
+    windows = []
+    for c, freq in enumerate(freqs):
+        audio = tone(5.0, freq)
+        if c == poisoned:
+            audio[0] = POISON
+        for offset, (k, v) in enumerate(frames(f"{prefix}-{c}", "0", audio)):
+            windows += w.processor.ingest(v, k, 0, 100 * c + offset).windows
+    return windows
+
+
 def test_out_of_memory_splits_the_batch_and_nan_output_is_dead_lettered(tmp_path):
     model = FlakyModel()
     w = Worker(Settings(app_id="t-infer", broker="127.0.0.1:1", metrics_port=0), model=model, partitions=1)
-    windows = []
-    for c in range(4):
-        audio = tone(5.0, 300 + 100 * c)
-        if c == 2:
-            audio[0] = POISON
-        for offset, (k, v) in enumerate(frames(f"call-{c}", "0", audio)):
-            windows += w.processor.ingest(v, k, 0, 100 * c + offset).windows
+    windows = _one_window_per_call(w, "call", [300, 400, 500, 600], poisoned=2)
     assert len(windows) == 4
 
     speech, sentiment, batch = asyncio.run(w._run_batch(windows))
@@ -70,13 +76,7 @@ def test_a_window_that_always_fails_is_skipped_and_the_rest_are_served():
             return super().predict(audio, lengths)
 
     w = Worker(Settings(app_id="t-infer2", broker="127.0.0.1:1", metrics_port=0), model=Broken(), partitions=1)
-    windows = []
-    for c in range(3):
-        audio = tone(5.0, 400 + 50 * c)
-        if c == 1:
-            audio[0] = POISON
-        for offset, (k, v) in enumerate(frames(f"x-{c}", "0", audio)):
-            windows += w.processor.ingest(v, k, 0, 100 * c + offset).windows
+    windows = _one_window_per_call(w, "x", [400, 450, 500], poisoned=1)
     speech, sentiment, batch = asyncio.run(w._run_batch(windows))
     assert np.isnan(speech[1]) and not np.isnan(speech[[0, 2]]).any()
     out = w.processor.apply_results(batch, speech, sentiment)
