@@ -208,7 +208,6 @@ class StreamProcessor:
         """The channel has ended; its summary goes out once its last results are in."""
         self._hand_out(ckey, ch, windows, out)
         ch.ended_by = ended_by
-        ch.duration_ms = max(ch.duration_ms, max((w.end_ms for w in windows), default=0))
         if ch.outstanding == 0:
             out.calls.append(self._call_event(ckey, ch))
             del self.channels[ckey]
@@ -262,7 +261,6 @@ class StreamProcessor:
                 out.aggregates.append(self._aggregate_event(w, ch, now_ms))
                 if ch.ts_origin_ms is not None:
                     out.audio_end_ts_ms.append(ch.ts_origin_ms + w.end_ms)
-            ch.duration_ms = max(ch.duration_ms, w.end_ms)
             pending = self._pending.get(ch.partition)
             if pending is not None and pending["need"].get(ckey) == w.index:
                 del pending["need"][ckey]
