@@ -21,9 +21,7 @@ one core) and RSS come from /proc over the measured part.
 
 Targets: `voicetone` (`python -m voicetone worker`, settings from VOICETONE_*),
 `faust-naive` (bench/peers/faust_naive.py), `quix` (bench/peers/quix_app.py in
-bench/.venv-quix), and `voicetone-fetch`: the unchanged worker with Faust's
-hard-coded 1.5 s Kafka fetch wait cut to 50 ms (bench/worker_fetch_wait.py), to
-show what that fix buys. `--search` finds the largest N that passes: doubling from
+bench/.venv-quix). `--search` finds the largest N that passes: doubling from
 --start, then two bisection steps.
 
     python bench/bench_e2e.py [--target voicetone] [--channels 40] [--measure 30] [--warmup 10]
@@ -60,7 +58,7 @@ RATE = 8000
 FRAME_MS = 100
 INPUT = "audio.frames"
 QUIX_PY = ROOT / "bench" / ".venv-quix" / "bin" / "python"
-TARGETS = ("voicetone", "voicetone-fetch", "faust-naive", "quix")
+TARGETS = ("voicetone", "faust-naive", "quix")
 
 console = Console(stderr=True, width=150)
 
@@ -69,8 +67,6 @@ console = Console(stderr=True, width=150)
 def target_command(target: str, broker: str, partitions: int) -> list[str]:
     if target == "voicetone":
         return [sys.executable, "-m", "voicetone", "worker"]
-    if target == "voicetone-fetch":   # the worker with a 50 ms fetch wait (bench/worker_fetch_wait.py)
-        return [sys.executable, str(ROOT / "bench/worker_fetch_wait.py")]
     if target == "faust-naive":
         return [sys.executable, str(ROOT / "bench/peers/faust_naive.py"), "--broker", broker,
                 "--partitions", str(partitions)]
@@ -407,7 +403,7 @@ def search(target: str, args, tag: str) -> tuple[int, list[dict]]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--target", default="voicetone", help="comma list of: voicetone, voicetone-fetch, faust-naive, quix; or all")
+    p.add_argument("--target", default="voicetone", help="comma list of: voicetone, faust-naive, quix; or all")
     p.add_argument("--channels", type=int, default=40, help="concurrent channels (without --search)")
     p.add_argument("--search", action="store_true", help="find the largest N that passes")
     p.add_argument("--start", type=int, default=20, help="first N of --search (then doubled)")

@@ -70,23 +70,26 @@ def faust_security(settings: Settings):
     return faust.SSLCredentials(ctx)
 
 
-def set_fetch_max_wait(ms: int) -> None:
+def tune_fetch(max_wait_ms: int, min_bytes: int = 1) -> None:
     """Faust creates its consumer with a hard-coded fetch_max_wait_ms=1500; a
     broker holds an empty fetch that long, which put a ~0.5-1.5 s floor under
-    end-to-end latency at low rates (bench/bench_e2e.py). Replace that one
-    argument for every consumer this process creates."""
+    end-to-end latency at low rates (bench/bench_e2e.py). Replace that
+    argument, and set fetch_min_bytes (Faust leaves aiokafka's 1: under load
+    every fetch then returns a handful of frames), for every consumer this
+    process creates."""
     import faust.transport.drivers.aiokafka as driver
 
     base = getattr(driver, "_voicetone_base_consumer", driver.aiokafka.AIOKafkaConsumer)
 
-    class ShortFetchConsumer(base):  # type: ignore[misc, valid-type]
+    class TunedFetchConsumer(base):  # type: ignore[misc, valid-type]
         def __init__(self, *args, **kwargs):
             if "fetch_max_wait_ms" in kwargs:
-                kwargs["fetch_max_wait_ms"] = ms
+                kwargs["fetch_max_wait_ms"] = max_wait_ms
+                kwargs["fetch_min_bytes"] = min_bytes
             super().__init__(*args, **kwargs)
 
     driver._voicetone_base_consumer = base
-    driver.aiokafka.AIOKafkaConsumer = ShortFetchConsumer
+    driver.aiokafka.AIOKafkaConsumer = TunedFetchConsumer
 
 
 def ensure_topics(settings: Settings) -> int:
@@ -146,7 +149,7 @@ class Worker:
     # ------------------------------------------------------------ app
     def _build_app(self) -> faust.App:
         s = self.settings
-        set_fetch_max_wait(s.fetch_max_wait_ms)
+        tune_fetch(s.fetch_max_wait_ms, s.fetch_min_bytes)
         app = faust.App(
             s.app_id, broker=s.kafka_url(), broker_credentials=faust_security(s),
             value_serializer="raw", key_serializer="raw", store="memory://",
