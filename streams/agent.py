@@ -70,13 +70,12 @@ def faust_security(settings: Settings):
     return faust.SSLCredentials(ctx)
 
 
-def tune_fetch(max_wait_ms: int, min_bytes: int = 1) -> None:
+def tune_fetch(max_wait_ms: int) -> None:
     """Faust creates its consumer with a hard-coded fetch_max_wait_ms=1500; a
     broker holds an empty fetch that long, which put a ~0.5-1.5 s floor under
-    end-to-end latency at low rates (bench/bench_e2e.py). Replace that
-    argument, and set fetch_min_bytes (Faust leaves aiokafka's 1: under load
-    every fetch then returns a handful of frames), for every consumer this
-    process creates."""
+    end-to-end latency at low rates (bench/bench_e2e.py). Replace that one
+    argument for every consumer this process creates. (A larger
+    fetch_min_bytes was measured too and did not pay: docs/benchmarks.md.)"""
     import faust.transport.drivers.aiokafka as driver
 
     base = getattr(driver, "_voicetone_base_consumer", driver.aiokafka.AIOKafkaConsumer)
@@ -85,7 +84,6 @@ def tune_fetch(max_wait_ms: int, min_bytes: int = 1) -> None:
         def __init__(self, *args, **kwargs):
             if "fetch_max_wait_ms" in kwargs:
                 kwargs["fetch_max_wait_ms"] = max_wait_ms
-                kwargs["fetch_min_bytes"] = min_bytes
             super().__init__(*args, **kwargs)
 
     driver._voicetone_base_consumer = base
@@ -149,7 +147,7 @@ class Worker:
     # ------------------------------------------------------------ app
     def _build_app(self) -> faust.App:
         s = self.settings
-        tune_fetch(s.fetch_max_wait_ms, s.fetch_min_bytes)
+        tune_fetch(s.fetch_max_wait_ms)
         app = faust.App(
             s.app_id, broker=s.kafka_url(), broker_credentials=faust_security(s),
             value_serializer="raw", key_serializer="raw", store="memory://",

@@ -43,8 +43,6 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 3.0
     commit_interval_s: float = 2.0
     fetch_max_wait_ms: int = Field(50, ge=1, description="Longest the broker may hold a fetch with no data; bounds latency")
-    fetch_min_bytes: int = Field(1, ge=1, description="Bytes a fetch waits for (up to fetch_max_wait_ms): "
-                                 "fewer, fuller fetches under load")
 
     # --- model ---------------------------------------------------------------
     model_path: Optional[str] = Field(None, description="Checkpoint file; the bundled default model when unset")
