@@ -69,6 +69,11 @@ def test_abandoned_calls_expire_and_open_channels_return_to_zero(tmp_path):
             with workers(w):
                 w.start()
                 w.wait_ready()
+                # one call first, so that the baseline includes what the first inference allocates
+                # (torch's thread pool and arenas) and the drop measured below is the channels' own
+                produce_all(settings, _frames("warm-up", 20, rng))
+                log.wait_for(lambda ev: any(e["type"] == "call" for e in ev), 60, "the warm-up call", w.alive)
+                time.sleep(2.5)
                 rss_start = _rss_mb(w.proc.pid)
                 msgs = []
                 for i in range(N_ABANDONED):  # 1 in 10 long enough for a (final, partial) window
@@ -80,7 +85,7 @@ def test_abandoned_calls_expire_and_open_channels_return_to_zero(tmp_path):
 
                 def all_summarised(ev) -> bool:
                     samples.append(_rss_mb(w.proc.pid))
-                    return sum(e["type"] == "call" for e in ev) >= N_ABANDONED
+                    return sum(e["type"] == "call" for e in ev) >= N_ABANDONED + 1
 
                 events = log.wait_for(all_summarised, timeout=120 + N_ABANDONED / 50,
                                       what=f"{N_ABANDONED} idle call summaries", alive=w.alive)
@@ -90,7 +95,7 @@ def test_abandoned_calls_expire_and_open_channels_return_to_zero(tmp_path):
                 rss_peak = max(samples)
         finally:
             log.stop()
-    calls = [e for e in events if e["type"] == "call"]
+    calls = [e for e in events if e["type"] == "call" and e["call_id"] != "warm-up"]
     assert {e["call_id"] for e in calls} == {f"gone-{i:05d}" for i in range(N_ABANDONED)}
     assert {e["ended_by"] for e in calls} == {"idle_timeout"}
     assert not [e for e in events if e["type"] == "dead_letter"]
@@ -100,8 +105,8 @@ def test_abandoned_calls_expire_and_open_channels_return_to_zero(tmp_path):
              "rss_mb_peak": round(rss_peak), "rss_mb_end": round(rss_end)}
     (tmp_path / "stats.json").write_text(json.dumps(stats))
     print(json.dumps(stats))
-    # memory goes back down: what stays is the first inference's warm-up and bounded bookkeeping
-    # (the keys of ended channels, remembered 10 min to reject late frames), not the channels' audio.
+    # memory goes back down: what stays is bounded bookkeeping (the keys of ended channels, remembered
+    # 10 min to reject late frames) and allocator slack, not the channels' audio.
     # Before buffers started small and free heap was given back: 336 MB -> 1,526 MB after 10,000.
     assert rss_end - rss_start <= 40 + 0.3 * (rss_peak - rss_start), stats
 
