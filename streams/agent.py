@@ -70,7 +70,7 @@ def faust_security(settings: Settings):
     return faust.SSLCredentials(ctx)
 
 
-def tune_fetch(max_wait_ms: int) -> None:
+def set_fetch_max_wait(max_wait_ms: int) -> None:
     """Faust creates its consumer with a hard-coded fetch_max_wait_ms=1500; a
     broker holds an empty fetch that long, which put a ~0.5-1.5 s floor under
     end-to-end latency at low rates (bench/bench_e2e.py). Replace that one
@@ -80,14 +80,14 @@ def tune_fetch(max_wait_ms: int) -> None:
 
     base = getattr(driver, "_voicetone_base_consumer", driver.aiokafka.AIOKafkaConsumer)
 
-    class TunedFetchConsumer(base):  # type: ignore[misc, valid-type]
+    class ShortFetchConsumer(base):  # type: ignore[misc, valid-type]
         def __init__(self, *args, **kwargs):
             if "fetch_max_wait_ms" in kwargs:
                 kwargs["fetch_max_wait_ms"] = max_wait_ms
             super().__init__(*args, **kwargs)
 
     driver._voicetone_base_consumer = base
-    driver.aiokafka.AIOKafkaConsumer = TunedFetchConsumer
+    driver.aiokafka.AIOKafkaConsumer = ShortFetchConsumer
 
 
 def ensure_topics(settings: Settings) -> int:
@@ -147,7 +147,7 @@ class Worker:
     # ------------------------------------------------------------ app
     def _build_app(self) -> faust.App:
         s = self.settings
-        tune_fetch(s.fetch_max_wait_ms)
+        set_fetch_max_wait(s.fetch_max_wait_ms)
         app = faust.App(
             s.app_id, broker=s.kafka_url(), broker_credentials=faust_security(s),
             value_serializer="raw", key_serializer="raw", store="memory://",

@@ -2,10 +2,10 @@
 
 import faust.transport.drivers.aiokafka as driver
 
-from streams.agent import tune_fetch
+from streams.agent import set_fetch_max_wait
 
 
-def test_tune_fetch_replaces_fausts_fetch_arguments(monkeypatch):
+def test_fetch_wait_replaces_only_the_group_consumers_argument(monkeypatch):
     seen = []
 
     class Recorder:
@@ -14,8 +14,8 @@ def test_tune_fetch_replaces_fausts_fetch_arguments(monkeypatch):
 
     monkeypatch.setattr(driver, "_voicetone_base_consumer", Recorder, raising=False)
     monkeypatch.setattr(driver.aiokafka, "AIOKafkaConsumer", driver.aiokafka.AIOKafkaConsumer)
-    tune_fetch(40)
-    tune_fetch(50)  # a second worker in the same process re-tunes; it must not stack subclasses
+    set_fetch_max_wait(40)
+    set_fetch_max_wait(50)  # a second worker in the same process re-tunes; it must not stack subclasses
     driver.aiokafka.AIOKafkaConsumer(fetch_max_wait_ms=1500, group_id="g")  # as Faust's group consumer
     driver.aiokafka.AIOKafkaConsumer(group_id=None)  # other consumers keep their own arguments
     assert seen == [{"fetch_max_wait_ms": 50, "group_id": "g"}, {"group_id": None}]
