@@ -107,7 +107,9 @@ class VoiceToneModel:
     def set_precision(self, precision: str) -> "VoiceToneModel":
         """fp32 (default); bf16 (autocast; for GPUs and CPUs with bf16 units); int8
         (dynamic quantization of the Linear layers, CPU only: ~1.4x the fp32
-        windows/s here, probabilities within ~0.02). The precision becomes part
+        windows/s here, probabilities within ~0.02; activations are scaled per
+        batch, so a window's output moves by up to ~0.003 with its batch mates,
+        which is why it is not the default). The precision becomes part
         of `version`, which every event carries, since the numbers differ."""
         if precision not in self.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(self.PRECISIONS)}, not {precision!r}")

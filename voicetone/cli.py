@@ -30,6 +30,14 @@ def _add_broker(p, required: bool = False) -> None:
                    help="Kafka bootstrap servers (host:port[,host:port]); default $VOICETONE_BROKER")
 
 
+def _add_model(p) -> None:
+    """The model options shared by every command that runs the model (they override VOICETONE_*)."""
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                   help="inference precision (int8: CPU only, faster); default $VOICETONE_PRECISION or fp32")
+    p.add_argument("--model-path", dest="model_path", default=None)
+
+
 def cmd_worker(args) -> int:
     from voicetone.worker import run_worker
 
@@ -79,19 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_broker(p)
     p.add_argument("--out", default="voicetone-demo", help="folder for the timeline pictures and events")
     p.add_argument("--speed", type=float, default=4.0, help="replay speed (1 = real time)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
-                   help="inference precision (int8: CPU only, faster); default $VOICETONE_PRECISION or fp32")
-    p.add_argument("--model-path", dest="model_path", default=None)
+    _add_model(p)
     p.add_argument("files", nargs="*", help="WAV files to play instead of the bundled sample calls")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("worker", help="the stream processor (Faust worker); SIGTERM stops it")
     _add_broker(p)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
-                   help="inference precision (int8: CPU only, faster); default $VOICETONE_PRECISION or fp32")
-    p.add_argument("--model-path", dest="model_path", default=None)
+    _add_model(p)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("broker", help="the embedded Kafka-compatible broker (tansu), for development")
@@ -123,10 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true", help="one event per line")
     p.add_argument("--frame-ms", type=int, default=100)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
-                   help="inference precision (int8: CPU only, faster); default $VOICETONE_PRECISION or fp32")
-    p.add_argument("--model-path", dest="model_path", default=None)
+    _add_model(p)
     p.set_defaults(func=cmd_analyze)
 
     data = sub.add_parser("data", help="corpus building: synth, pseudo-label")
