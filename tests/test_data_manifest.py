@@ -130,3 +130,27 @@ def test_loader_with_balanced_sampler_and_augmenter(tmp_path):
         for row, n in enumerate(b["lengths"].tolist()):
             # cropped windows are trimmed back to 5 s; the whole 3 s clip keeps its speed-changed length
             assert n <= 80000 if b["transcripts"][row] is None else abs(n - 48000) <= 48000 * 0.055
+
+
+def test_batch_stream_keys_items_by_epoch_across_one_loader(tmp_path):
+    """The run-long loader gives each epoch's own crops, in order, with and without workers,
+    the same items that set_epoch + indexing give, and resumes mid-run at the right batch."""
+    from model.train.common import TrainConfig, batch_stream, shuffled_order
+
+    long = _ramp(tmp_path, "long.wav", 11.0, 16000)
+    entries = [ManifestEntry(audio=long, sentiment="positive"), ManifestEntry(audio=long, sentiment="negative")]
+    ds = WindowDataset(entries, random_crop=True, seed=3)  # 6 items: 3 batches of 2 per epoch
+    order = shuffled_order(len(ds), seed=1)
+
+    def expected(step: int) -> torch.Tensor:  # the old way: set the epoch, index by item
+        epoch, b = divmod(step, 3)
+        ds.set_epoch(epoch)
+        return collate_windows([ds[i] for i in order(epoch)[2 * b:2 * b + 2]])["audio"]
+
+    for workers in (0, 2):
+        tc = TrainConfig(manifest="-", out="-", batch_size=2, num_workers=workers)
+        stream = batch_stream(ds, order, tc, start_step=2)
+        for step in range(2, 8):  # crosses two epoch boundaries
+            assert torch.equal(next(stream)["audio"], expected(step)), (workers, step)
+    ds.set_epoch(0)
+    assert not torch.equal(expected(0), expected(3))  # epochs do differ

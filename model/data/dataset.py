@@ -90,7 +90,8 @@ class WindowDataset(Dataset):
     """Items are windows of ``window_s`` seconds from the entries' audio.
 
     With ``random_crop`` each entry yields ceil(duration / window_s) items,
-    each a random crop redrawn every epoch (call ``set_epoch``); otherwise
+    each a random crop redrawn every epoch (call ``set_epoch``, or index
+    with (epoch, item) pairs); otherwise
     fixed windows every ``hop_s`` (default ``window_s``), the last one
     aligned to the segment's end. A window shorter than the whole segment
     gets ``transcript=None``: the transcript describes the segment, not the
@@ -164,10 +165,12 @@ class WindowDataset(Dataset):
         """The manifest entry an item was cut from."""
         return self._items[item][0]
 
-    def __getitem__(self, item: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """``key`` is an item number (drawn for the current epoch) or an (epoch, item) pair."""
+        epoch, item = key if isinstance(key, tuple) else (self.epoch, key)
         index, k = self._items[item]
         entry = self.entries[index]
-        rng = np.random.default_rng([self.seed, self.epoch, item])
+        rng = np.random.default_rng([self.seed, epoch, item])
         audio = self.cache.get(entry.audio)
         seg_start, duration = self._spans[index]
         a = min(len(audio), int(round(seg_start * self.sample_rate)))

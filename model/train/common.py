@@ -100,13 +100,24 @@ def epoch_batches(order: Callable[[int], Sequence[int]], batch_size: int, start_
 
 def batch_stream(dataset: WindowDataset, order: Callable[[int], Sequence[int]], tc: TrainConfig,
                  start_step: int) -> Iterator[dict[str, Any]]:
-    for epoch, batches in epoch_batches(order, tc.batch_size, start_step):
-        dataset.set_epoch(epoch)
-        # own generator: creating a loader must not draw from the global RNG, which the
-        # resumable state restores (masking and SpecAugment draw from it)
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_windows,
-                            num_workers=tc.num_workers, generator=torch.Generator().manual_seed(tc.seed + epoch))
-        yield from loader
+    """Batches of ``dataset`` items in ``order``, epoch after epoch, from ``start_step`` on.
+
+    One loader for the whole run: its worker processes (and their audio caches) live
+    across epochs, since starting them anew every epoch cost more than the steps with
+    large batches on a GPU. Items are addressed as (epoch, item), so each worker draws
+    the crops and augmentations of the right epoch.
+    """
+    def keyed_batches() -> Iterator[list[tuple[int, int]]]:
+        for epoch, batches in epoch_batches(order, tc.batch_size, start_step):
+            for batch in batches:
+                yield [(epoch, i) for i in batch]
+
+    # own generator: creating a loader must not draw from the global RNG, which the
+    # resumable state restores (masking and SpecAugment draw from it)
+    loader = DataLoader(dataset, batch_sampler=keyed_batches(), collate_fn=collate_windows,
+                        num_workers=tc.num_workers, generator=torch.Generator().manual_seed(tc.seed),
+                        prefetch_factor=4 if tc.num_workers else None)
+    yield from loader
 
 
 def shuffled_order(n: int, seed: int) -> Callable[[int], list[int]]:
