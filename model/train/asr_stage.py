@@ -57,6 +57,25 @@ def load_frontend(init: str | None, cfg: ModelConfig | None, device):
     return cfg, fe.to(device), {}, fe.config_dict()
 
 
+def warm_start(net: VoiceToneNet, init: str | None, tok: CharTokenizer) -> None:
+    """With an ASR-stage checkpoint as ``--init``, start from its ASR branch too (to continue a run
+    under a changed training-only setting, e.g. ``ctc_upsample``); tensors whose shape changed
+    start fresh. A different vocabulary would scramble the output layers, so it is refused."""
+    if init is None:
+        return
+    ck = load_checkpoint(init)
+    state = ck["state"].get("asr")
+    if state is None:
+        return
+    if list(ck.get("vocab") or []) != list(tok.vocab):
+        raise ValueError(f"{init}: its vocabulary differs from this manifest's; start from its pretrain checkpoint")
+    own = net.asr.state_dict()
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    fresh = sorted(set(own) - set(keep))
+    net.asr.load_state_dict(keep, strict=False)
+    log.info("asr: warm start from %s (%d tensors; fresh: %s)", init, len(keep), ", ".join(fresh) or "none")
+
+
 @torch.no_grad()
 def decode_eval(net: VoiceToneNet, tok: CharTokenizer, dataset: WindowDataset, device, n: int = 32) -> dict[str, float]:
     """Greedy-decode up to n training windows: sentiment-token accuracy and character error rate."""
@@ -95,6 +114,7 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
         raise ValueError(f"{tc.manifest}: no speech entries with transcript and sentiment")
     tok = CharTokenizer.build(e.transcript for e in entries)
     net = VoiceToneNet(cfg, len(tok), frontend=frontend).to(device)
+    warm_start(net, tc.init, tok)
     freeze(net.frontend)
     aug = WaveformAugmenter(seed=tc.seed, sample_rate=cfg.sample_rate) if tc.augment else None
     dataset = WindowDataset(entries, cfg.sample_rate, tc.window_s, augment=aug, seed=tc.seed)
