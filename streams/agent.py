@@ -39,7 +39,8 @@ import orjson
 from streams.batching import Batcher
 from streams.heap import release_free_memory
 from streams.metrics import HealthState, Metrics
-from streams.pipeline import Output, ProcessorConfig, StreamProcessor, prepare_batch
+from streams.pipeline import Output, ProcessorConfig, StreamProcessor, run_model
+from streams.silence import SilenceGate
 from voicetone.settings import Settings
 
 log = logging.getLogger("voicetone.worker")
@@ -128,6 +129,7 @@ class Worker:
         self.partitions = partitions or ensure_topics(settings)
         self.processor = StreamProcessor(ProcessorConfig.from_settings(settings), model.version, model.sample_rate)
         self.batcher: Batcher = Batcher(settings.max_batch_size, settings.max_batch_wait_ms)
+        self.gate = SilenceGate(settings.silence_dbfs)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicetone-infer")
         self.to_commit: dict[int, tuple[bytes, Optional[int]]] = {}  # partition -> (checkpoint, watermark)
         self.unconfirmed: list[tuple] = []     # (topic, key, value, future) sent but not yet acknowledged
@@ -465,8 +467,10 @@ class Worker:
 
     # ------------------------------------------------------------ inference
     def _infer(self, windows, rates):
-        audio, lengths = prepare_batch(windows, rates, self.model.sample_rate)
-        return self.model.predict(audio, lengths)
+        speech, sentiment, skipped = run_model(self.model, self.gate, windows, rates)
+        if skipped:
+            self.metrics.windows_silent.inc(skipped)
+        return speech, sentiment
 
     async def _run_batch(self, batch) -> tuple[np.ndarray, np.ndarray, list]:
         """Run one batch; on failure split it, and skip single windows that fail."""

@@ -51,6 +51,9 @@ class Metrics:
         r = self.registry
         self.frames = Counter("voicetone_frames_total", "Audio frames consumed", registry=r)
         self.windows = Counter("voicetone_windows_total", "Analysis windows cut from the audio", registry=r)
+        self.windows_silent = Counter(
+            "voicetone_windows_silent_total", "Windows below the silence level, answered without the model",
+            registry=r)
         self.segments_published = Counter(
             "voicetone_segments_published_total", "Segment events published", registry=r)
         self.dead_letters = Counter(

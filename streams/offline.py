@@ -1,7 +1,7 @@
 """Run the worker's logic over in-memory frames, with no broker.
 
 `voicetone analyze` and the tests use this: the same `StreamProcessor`,
-`Batcher` and `prepare_batch` as the Faust agent, driven synchronously.
+`Batcher`, silence gate and `run_model` as the Faust agent, driven synchronously.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from streams.batching import Batcher
-from streams.pipeline import Output, ProcessorConfig, StreamProcessor, prepare_batch
+from streams.pipeline import Output, ProcessorConfig, StreamProcessor, run_model
+from streams.silence import SilenceGate
 
 
 class OfflineRunner:
@@ -19,6 +20,8 @@ class OfflineRunner:
         self.model = model
         self.processor = StreamProcessor(config or ProcessorConfig(), model.version, model.sample_rate)
         self.batcher: Batcher = Batcher(max_batch_size, max_wait_ms=float("inf"))
+        self.gate = SilenceGate(self.processor.config.silence_dbfs)
+        self.silent_windows = 0
         self.events: list[dict] = []
 
     def _collect(self, out: Output) -> None:
@@ -33,8 +36,8 @@ class OfflineRunner:
 
     def _run(self, batch) -> None:
         rates = [self.processor.rate_of(w) for w in batch]
-        audio, lengths = prepare_batch(batch, rates, self.model.sample_rate)
-        speech, sentiment = self.model.predict(audio, lengths)
+        speech, sentiment, skipped = run_model(self.model, self.gate, batch, rates)
+        self.silent_windows += skipped
         self._collect(self.processor.apply_results(batch, speech, sentiment))
 
     def feed(self, frames: Iterable[tuple[bytes, bytes]]) -> None:

@@ -27,6 +27,7 @@ from schemas.frames import decode_frame
 from schemas.resample import resample_fft_rows
 from streams.aggregation import ChannelAggregate, InvalidSegment, SegmentResult
 from streams.batching import stack_windows
+from streams.silence import DEFAULT_THRESHOLD_DBFS, SilenceGate
 from streams.windowing import CAPACITY, ChannelRegistry, Window, WindowSpec
 
 LABELS = ("positive", "neutral", "negative")
@@ -47,6 +48,7 @@ class ProcessorConfig:
     max_frame_ms: int = 5000
     max_active_channels: int = 20000
     speech_threshold: float = 0.5
+    silence_dbfs: float = DEFAULT_THRESHOLD_DBFS
     current_speech_ms: int = 30000
     input_topic: str = "audio.frames"
     dlq_max_value_bytes: int = 262144
@@ -108,6 +110,15 @@ def prepare_batch(windows: list[Window], rates: list[int], model_rate: int) -> t
         for i, row in zip(idx, rows):
             converted[i] = row
     return stack_windows(converted)
+
+
+def run_model(model, gate: SilenceGate, windows: list[Window], rates: list[int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """(speech, sentiment, windows skipped as silent): the worker's and the offline runner's one model path."""
+    def infer(ws: list[Window], rs: list[int]):
+        audio, lengths = prepare_batch(ws, rs, model.sample_rate)
+        return model.predict(audio, lengths)
+
+    return gate.run(windows, rates, infer)
 
 
 class StreamProcessor:

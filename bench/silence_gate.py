@@ -1,0 +1,116 @@
+"""What the silence gate skips, and what it costs in speech-presence accuracy.
+
+On an evaluation manifest (default: the generated held-out set), every clip is
+cut into 5 s windows every 2.5 s as `voicetone evaluate` does; for each
+threshold, the share of speech and non-speech windows the gate would answer
+without the model, and the window-level speech-presence accuracy (window
+label = its clip's) with the model alone and with the gate in front of it.
+Then the share of windows skipped on the bundled sample calls (the
+end-to-end benchmark's load), channel by channel, at the service's windowing.
+
+    python bench/silence_gate.py [--manifest data/synth/test.jsonl] [--thresholds -65,-55,-45]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import model  # noqa: E402
+from _common import sample_audio  # noqa: E402
+from model.data.dataset import AudioCache  # noqa: E402
+from model.data.manifest import read_manifest  # noqa: E402
+from model.evaluate import SAMPLE_RATE, _clip_audio, _run_windows, window_starts  # noqa: E402
+from streams.silence import loudest_frame_dbfs  # noqa: E402
+
+WINDOW_S, HOP_S = 5.0, 2.5
+
+
+def levels_of(clips: list[np.ndarray], rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(owning clip, loudest-frame dBFS) of every window, in `_run_windows`' order."""
+    wn, hn = int(WINDOW_S * rate), int(HOP_S * rate)
+    owner, level = [], []
+    for c, audio in enumerate(clips):
+        for s in window_starts(len(audio), wn, hn):
+            owner.append(c)
+            level.append(loudest_frame_dbfs(audio[s:s + wn], rate))
+    return np.array(owner), np.array(level)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--manifest", default="data/synth/test.jsonl")
+    p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    p.add_argument("--thresholds", default="-65,-55,-45")
+    args = p.parse_args(argv)
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+    console = Console(stderr=True)
+
+    entries = list(read_manifest(args.manifest))
+    cache = AudioCache(SAMPLE_RATE, 256 << 20)
+    clips = [_clip_audio(cache, e) for e in entries]
+    owner, level = levels_of(clips, SAMPLE_RATE)
+    m = model.load(args.model, device="cpu")
+    owner2, speech_prob, _ = _run_windows(m, clips, int(WINDOW_S * SAMPLE_RATE), int(HOP_S * SAMPLE_RATE), 32, True)
+    assert np.array_equal(owner, owner2)
+    is_speech = np.array([bool(entries[c].speech) for c in owner])
+    kind = np.array([entries[c].group.get("kind", "speech") for c in owner])
+    base_acc = float(np.mean((speech_prob >= 0.5) == is_speech))
+
+    rows = []
+    for t in thresholds:
+        gated = level < t
+        gated_prob = np.where(gated, 0.0, speech_prob)
+        by_kind = {k: float(gated[kind == k].mean()) for k in sorted(set(kind))}
+        rows.append({"threshold_dbfs": t, "speech_windows_skipped": float(gated[is_speech].mean()),
+                     "nonspeech_windows_skipped": float(gated[~is_speech].mean()),
+                     "speech_acc_model": base_acc,
+                     "speech_acc_gated": float(np.mean((gated_prob >= 0.5) == is_speech)),
+                     "skipped_by_kind": by_kind})
+
+    calls = []
+    for i, track in enumerate(sample_audio(8000)):
+        x = track.astype(np.float32) / 32768.0
+        _, lv = levels_of([x], 8000)
+        calls.append({"track": i, "windows": int(lv.size), **{f"skipped_at_{t:g}": float((lv < t).mean())
+                                                             for t in thresholds}})
+
+    table = Table(title=f"silence gate on {args.manifest} ({len(owner)} windows, "
+                        f"{int(is_speech.sum())} speech / {int((~is_speech).sum())} non-speech)")
+    for col in ("threshold dBFS", "speech windows skipped", "non-speech skipped", "speech acc: model",
+                "speech acc: gate + model"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(f"{r['threshold_dbfs']:g}", f"{r['speech_windows_skipped']:.1%}",
+                      f"{r['nonspeech_windows_skipped']:.1%}", f"{r['speech_acc_model']:.4f}",
+                      f"{r['speech_acc_gated']:.4f}")
+    console.print(table)
+    for r in rows:
+        console.print(f"{r['threshold_dbfs']:g} dBFS skipped by kind: "
+                      + ", ".join(f"{k} {v:.0%}" for k, v in r["skipped_by_kind"].items()))
+    for c in calls:
+        console.print(f"sample call track {c['track']} ({c['windows']} windows): "
+                      + ", ".join(f"{t:g} dBFS {c[f'skipped_at_{t:g}']:.0%}" for t in thresholds))
+    quietest_speech = float(level[is_speech].min())
+    console.print(f"quietest speech window: {quietest_speech:.1f} dBFS loudest frame; "
+                  f"levels of non-speech kinds (median): "
+                  + ", ".join(f"{k} {np.median(level[kind == k]):.0f}" for k in sorted(set(kind)) if k != "speech"))
+    print(json.dumps({"manifest": args.manifest, "model_version": m.version, "windows": int(len(owner)),
+                      "windows_by_kind": dict(Counter(kind.tolist())), "quietest_speech_dbfs": quietest_speech,
+                      "thresholds": rows, "sample_calls": calls}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
