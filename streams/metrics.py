@@ -25,6 +25,7 @@ PROBE_PATHS = (METRICS_PATH, HEALTHZ_PATH, READYZ_PATH)
 METRIC_NAMES = (
     "voicetone_frames_total",
     "voicetone_windows_total",
+    "voicetone_windows_silent_total",
     "voicetone_segments_published_total",
     "voicetone_dead_letters_total",
     "voicetone_inference_errors_total",
