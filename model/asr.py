@@ -46,7 +46,7 @@ class ASRModel(nn.Module):
         d = cfg.d_model
         self.proj = nn.Linear(in_dim, d) if in_dim != d else nn.Identity()
         self.encoder = TransformerStack(cfg.asr_layers, d, cfg.heads, cfg.ffn_mult, cfg.dropout)
-        self.ctc_head = nn.Linear(d, vocab_size * cfg.ctc_upsample)
+        self.ctc_head = nn.Linear(d, vocab_size)
         self.decoder = AttentionDecoder(vocab_size, cfg)
 
     def encode(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -64,10 +64,8 @@ class ASRModel(nn.Module):
         ctc_tgt = tokens[:, 1:].clone()
         ctc_tgt[ctc_tgt == EOS] = PAD
         ctc_len = tok_len - 2
-        u = cfg.ctc_upsample
-        frames = self.ctc_head(enc).float()  # [B, T, u * V]: u labels per frame, in time order
-        logp = F.log_softmax(frames.reshape(enc.shape[0], -1, self.vocab_size), dim=-1).transpose(0, 1)
-        ctc = F.ctc_loss(logp, ctc_tgt, mask.sum(1) * u, ctc_len, blank=PAD, reduction="mean", zero_infinity=True)
+        logp = F.log_softmax(self.ctc_head(enc).float(), dim=-1).transpose(0, 1)
+        ctc = F.ctc_loss(logp, ctc_tgt, mask.sum(1), ctc_len, blank=PAD, reduction="mean", zero_infinity=True)
         dec_in = tokens[:, :-1].clone()
         dec_in[dec_in == EOS] = PAD
         logits = self.decoder(dec_in, enc, mask)

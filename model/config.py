@@ -43,10 +43,6 @@ class ModelConfig:
     asr_layers: int = 2
     decoder_layers: int = 2
     ctc_weight: float = 0.3
-    # CTC labels per encoder frame: 40 ms frames leave ~0.6 characters per frame of this
-    # corpus's speech, too dense for CTC to align; 2 halves it. Training-only (the CTC head
-    # is not used at inference), so it costs nothing in the service.
-    ctc_upsample: int = 1
     label_smoothing: float = 0.1
     max_text_len: int = 160
 

@@ -58,9 +58,10 @@ def load_frontend(init: str | None, cfg: ModelConfig | None, device):
 
 
 def warm_start(net: VoiceToneNet, init: str | None, tok: CharTokenizer) -> None:
-    """With an ASR-stage checkpoint as ``--init``, start from its ASR branch too (to continue a run
-    under a changed training-only setting, e.g. ``ctc_upsample``); tensors whose shape changed
-    start fresh. A different vocabulary would scramble the output layers, so it is refused."""
+    """With an ASR-stage checkpoint as ``--init``, start from its ASR branch too: a finished run
+    continues under new settings (schedule, batch size, loss weights) with a fresh optimiser;
+    tensors whose shape changed start fresh. A different vocabulary would scramble the output
+    layers, so it is refused."""
     if init is None:
         return
     ck = load_checkpoint(init)
