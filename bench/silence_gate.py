@@ -126,8 +126,9 @@ def main(argv=None) -> int:
                       + ", ".join(f"{t:g} dBFS {c[f'skipped_at_{t:g}']:.0%}" for t in thresholds))
     timing = [offline_time(m, t, args.channels, args.seconds) for t in (-55.0, float("-inf"))]
     for t in timing:
-        console.print(f"worker logic, {args.channels} channels x {args.seconds:g} s, gate {t['threshold_dbfs']:g} dBFS: "
-                      f"{t['seconds']:.2f} s, {t['segments']} segments, {t['silent']} answered without the model")
+        console.print(f"worker logic, {args.channels} channels x {args.seconds:g} s, "
+                      f"gate {t['threshold_dbfs']:g} dBFS: {t['seconds']:.2f} s, {t['segments']} segments, "
+                      f"{t['silent']} answered without the model")
     console.print(f"gate on / off wall time: {timing[0]['seconds'] / timing[1]['seconds']:.2f}")
     quietest_speech = float(level[is_speech].min())
     console.print(f"quietest speech window: {quietest_speech:.1f} dBFS loudest frame; "
