@@ -11,7 +11,8 @@ window (>= 1 s of new audio) and a call summary are published.
 
 Settings from the environment as for the worker: VOICETONE_MODEL_PATH,
 VOICETONE_DEVICE, VOICETONE_INFERENCE_THREADS, and the consumer-group timings
-VOICETONE_SESSION_TIMEOUT_S, _HEARTBEAT_INTERVAL_S, _REBALANCE_TIMEOUT_S, _COMMIT_INTERVAL_S.
+VOICETONE_SESSION_TIMEOUT_S, _HEARTBEAT_INTERVAL_S, _REBALANCE_TIMEOUT_S, _COMMIT_INTERVAL_S, and the
+broker fetch wait VOICETONE_FETCH_MAX_WAIT_MS (50, as the worker's).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import orjson  # noqa: E402
 
 from bench.peers.common import (HOP_MS, WINDOW_MS, aggregate_event, load_model, predict_one,  # noqa: E402
                                 samples_of, segment_event, unpack)
+from streams.agent import set_fetch_max_wait  # noqa: E402
 from streams.aggregation import ChannelAggregate  # noqa: E402
 from schemas.events import event_id  # noqa: E402
 
@@ -71,6 +73,9 @@ class ChannelBuffer:
 
 def build_app(broker: str, partitions: int) -> faust.App:
     env = os.environ.get
+    # the same 50 ms fetch wait as the voicetone worker: Faust hard-codes 1500 ms, which alone put
+    # this peer's p50 at ~550-650 ms and decided its capacity at the 1 s bound (docs/benchmarks.md)
+    set_fetch_max_wait(int(env("VOICETONE_FETCH_MAX_WAIT_MS", "50")))
     app = faust.App(
         "faust-naive", broker=f"kafka://{broker}", value_serializer="raw", key_serializer="raw",
         store="memory://", topic_partitions=partitions, web_enabled=False, consumer_auto_offset_reset="earliest",
