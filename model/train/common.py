@@ -103,9 +103,9 @@ def batch_stream(dataset: WindowDataset, order: Callable[[int], Sequence[int]], 
     """Batches of ``dataset`` items in ``order``, epoch after epoch, from ``start_step`` on.
 
     One loader for the whole run: its worker processes (and their audio caches) live
-    across epochs, since starting them anew every epoch cost more than the steps with
-    large batches on a GPU. Items are addressed as (epoch, item), so each worker draws
-    the crops and augmentations of the right epoch.
+    across epochs instead of starting cold every epoch, which with large batches on a
+    GPU is every few dozen steps. Items are addressed as (epoch, item), so each worker
+    draws the crops and augmentations of the right epoch.
     """
     def keyed_batches() -> Iterator[list[tuple[int, int]]]:
         for epoch, batches in epoch_batches(order, tc.batch_size, start_step):
