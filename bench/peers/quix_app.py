@@ -89,7 +89,10 @@ def main() -> int:
     state_dir = args.state_dir or tempfile.mkdtemp(prefix="quix-state-")
     app = Application(broker_address=args.broker, consumer_group=args.group, auto_offset_reset="earliest",
                       state_dir=state_dir, loglevel="WARNING",
-                      consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+                      # librdkafka holds a fetch up to 500 ms by default; a latency-minded user lowers
+                      # it, as the voicetone worker does (fetch_max_wait_ms=50)
+                      consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
+                                             "fetch.wait.max.ms": 50})
     frames = app.topic("audio.frames", value_deserializer=FrameDeserializer(), key_deserializer="str",
                        timestamp_extractor=lambda value, headers, ts, ts_type: value["ts_ms"] or ts)
     segments = app.topic("sentiment.segments", value_serializer="json", key_serializer="str")
