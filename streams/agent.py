@@ -129,7 +129,7 @@ class Worker:
         self.partitions = partitions or ensure_topics(settings)
         self.processor = StreamProcessor(ProcessorConfig.from_settings(settings), model.version, model.sample_rate)
         self.batcher: Batcher = Batcher(settings.max_batch_size, settings.max_batch_wait_ms)
-        self.gate = SilenceGate(settings.silence_dbfs)
+        self.gate = SilenceGate(self.processor.config.silence_dbfs)  # as the offline runner builds it
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicetone-infer")
         self.to_commit: dict[int, tuple[bytes, Optional[int]]] = {}  # partition -> (checkpoint, watermark)
         self.unconfirmed: list[tuple] = []     # (topic, key, value, future) sent but not yet acknowledged
