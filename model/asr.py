@@ -12,8 +12,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
-from model.layers import DecoderLayer, TransformerStack, sinusoidal_positions
+from model.layers import BiLSTMStack, DecoderLayer, TransformerStack, sinusoidal_positions
 from model.tokenizer import BOS, EOS, PAD
+
+
+def build_asr_encoder(cfg: ModelConfig) -> nn.Module:
+    if cfg.asr_encoder == "transformer":
+        return TransformerStack(cfg.asr_layers, cfg.d_model, cfg.heads, cfg.ffn_mult, cfg.dropout)
+    if cfg.asr_encoder == "lstm":
+        return BiLSTMStack(cfg.asr_layers, cfg.d_model, cfg.dropout)
+    raise ValueError(f"unknown asr_encoder {cfg.asr_encoder!r}; expected 'transformer' or 'lstm'")
 
 
 class AttentionDecoder(nn.Module):
@@ -45,7 +53,7 @@ class ASRModel(nn.Module):
         self.vocab_size = vocab_size
         d = cfg.d_model
         self.proj = nn.Linear(in_dim, d) if in_dim != d else nn.Identity()
-        self.encoder = TransformerStack(cfg.asr_layers, d, cfg.heads, cfg.ffn_mult, cfg.dropout)
+        self.encoder = build_asr_encoder(cfg)
         self.ctc_head = nn.Linear(d, vocab_size)
         self.decoder = AttentionDecoder(vocab_size, cfg)
 

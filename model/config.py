@@ -40,6 +40,7 @@ class ModelConfig:
     mask_span: int = 10  # in subsampled (40 ms) frames
 
     # --- ASR branch ---
+    asr_encoder: str = "transformer"  # or "lstm" (bidirectional, residual)
     asr_layers: int = 2
     decoder_layers: int = 2
     ctc_weight: float = 0.3

@@ -90,6 +90,40 @@ class TransformerStack(nn.Module):
         return self.norm(x) * mask.unsqueeze(-1).to(x.dtype)
 
 
+class BiLSTMStack(nn.Module):
+    """Residual bidirectional LSTM layers + final LayerNorm, same interface as TransformerStack.
+
+    Recurrence aligns frames to characters far more readily than self-attention
+    on this small model (docs/model-report.md: CTC probe). Padded batches are
+    packed, so a window's output never depends on the other windows in its
+    batch; equal-length batches (every full 5 s window) skip the packing.
+    """
+
+    def __init__(self, layers: int, dim: int, dropout: float):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"d_model {dim} must be even for a bidirectional LSTM")
+        self.layers = nn.ModuleList(nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True)
+                                    for _ in range(layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def _run(self, lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, packed: bool) -> torch.Tensor:
+        if not packed:
+            return lstm(x)[0]
+        seq = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return nn.utils.rnn.pad_packed_sequence(lstm(seq)[0], batch_first=True, total_length=x.shape[1])[0]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lengths = mask.sum(1)
+        packed = not bool(mask.all())
+        keep = mask.unsqueeze(-1).to(x.dtype)
+        for lstm, norm in zip(self.layers, self.norms):
+            x = x + self.drop(self._run(lstm, norm(x), lengths.clamp(min=1), packed)) * keep
+        return self.norm(x) * keep
+
+
 class DecoderLayer(nn.Module):
     """Pre-norm causal self-attention, cross-attention to the encoder, feed-forward."""
 

@@ -154,3 +154,42 @@ def test_batch_stream_keys_items_by_epoch_across_one_loader(tmp_path):
             assert torch.equal(next(stream)["audio"], expected(step)), (workers, step)
     ds.set_epoch(0)
     assert not torch.equal(expected(0), expected(3))  # epochs do differ
+
+
+def test_step_budget_fits_the_measured_rate_inside_the_warmup():
+    from model.train.common import StepBudget, TrainConfig
+
+    tc = TrainConfig(manifest="m", out="o", steps=10_000, warmup=400, time_budget_s=100.0)
+    b = StepBudget(tc, start=0, t0=0.0, skip=30, measure=60)
+    # slow cold start (10 s for 30 steps), then 10 steps/s
+    assert b.fit(0, 0.0) is None and b.fit(30, 10.0) is None and b.fit(60, 13.0) is None
+    fitted = b.fit(90, 16.0)
+    assert fitted == 90 + int(10.0 * (100.0 - 16.0))  # 930
+    assert b.fit(91, 16.1) is None  # fitted once
+    assert not b.spent(99.9) and b.spent(100.0)
+    # never more than asked for
+    tc2 = TrainConfig(manifest="m", out="o", steps=200, time_budget_s=1000.0)
+    b2 = StepBudget(tc2, start=0, t0=0.0, skip=0, measure=10)
+    b2.fit(0, 0.0)
+    assert b2.fit(10, 1.0) == 200
+
+
+def test_train_loop_stops_at_its_fitted_step_count(tmp_path, monkeypatch):
+    from model.train import common
+    from model.train.common import TrainConfig, train_loop
+
+    clock = iter(range(0, 10_000))  # one fake second per call
+    monkeypatch.setattr(common.time, "time", lambda: float(next(clock)))
+    lin = torch.nn.Linear(2, 1)
+    tc = TrainConfig(manifest="m", out=str(tmp_path / "x.pt"), steps=10_000, warmup=200, time_budget_s=400.0,
+                     progress=False, save_every=0)
+
+    def step_fn(batch):
+        return {"loss": (lin(batch) ** 2).mean()}
+
+    history = train_loop(desc="t", tc=tc, trainable={"lin": lin}, step_fn=step_fn,
+                         batches=lambda s: iter(lambda: torch.ones(4, 2), None), device=torch.device("cpu"))
+    # two clock reads per step: 0.5 steps per fake second, measured over steps 30..90 -> ~90 + 110 fit,
+    # and the loop ends there (the refitted schedule's end), not at the budget's hard stop
+    assert 150 <= len(history) <= 210 and tc.steps == len(history)
+    assert torch.load(tmp_path / "x.pt.state.pt", weights_only=True)["step"] == len(history)

@@ -13,9 +13,9 @@ from model.tokenizer import BOS, EOS, CharTokenizer
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    return VoiceToneModel.untrained(tiny_config(), device="cpu", seed=1)
+@pytest.fixture(scope="module", params=["transformer", "lstm"])
+def tiny_model(request):
+    return VoiceToneModel.untrained(tiny_config(asr_encoder=request.param), device="cpu", seed=1)
 
 
 def test_frontend_shapes_and_mask():
@@ -102,6 +102,27 @@ def test_predict_accepts_torch_and_transcribe_returns_labels(tiny_model):
     out = tiny_model.transcribe(x, [16000, 8000])
     assert len(out) == 2
     assert all(label in ("positive", "neutral", "negative") and isinstance(text, str) for label, text in out)
+
+
+def test_lstm_asr_encoder_trains_and_ignores_padding():
+    from model.asr import ASRModel
+
+    cfg = tiny_config(asr_encoder="lstm")
+    asr = ASRModel(cfg, cfg.d_model, vocab_size=12).eval()
+    x = torch.randn(2, 30, cfg.d_model)
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    mask[1, 20:] = False
+    out = asr.encode(x, mask)
+    alone = asr.encode(x[1:, :20], torch.ones(1, 20, dtype=torch.bool))
+    torch.testing.assert_close(out[1, :20], alone[0], atol=1e-5, rtol=1e-5)
+    assert torch.all(out[1, 20:] == 0)
+    asr.train()
+    tokens = torch.tensor([[BOS, 5, 6, 7, EOS], [BOS, 5, 8, EOS, 0]])
+    loss = asr.loss(asr.encode(x, mask), mask, tokens)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and asr.encoder.layers[0].weight_ih_l0.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="asr_encoder"):
+        ASRModel(tiny_config(asr_encoder="gru"), cfg.d_model, vocab_size=12)
 
 
 def test_untrained_model_is_deterministic():

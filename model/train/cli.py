@@ -40,7 +40,8 @@ def _train_config(args) -> TrainConfig:
     return TrainConfig(manifest=args.manifest, out=args.out, init=getattr(args, "init", None), steps=args.steps,
                        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, save_every=args.save_every,
                        seed=args.seed, device=args.device, num_workers=args.workers, window_s=args.window_s,
-                       augment=not args.no_augment, resume=not args.no_resume, bf16=args.bf16)
+                       augment=not args.no_augment, resume=not args.no_resume, bf16=args.bf16,
+                       time_budget_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
 
 
 def _common(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
@@ -58,6 +59,8 @@ def _common(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--no-resume", action="store_true", help="start over even if <out>.state.pt exists")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--max-minutes", type=float, help="train for this long: --steps is cut to what the measured "
+                   "step rate fits (measured inside the warm-up, so the schedule still decays fully)")
     p.add_argument("--name", default="voicetone", help="model name (the version is name + weights hash)")
 
 

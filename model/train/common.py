@@ -52,6 +52,9 @@ class TrainConfig:
     progress: bool = True
     bf16: bool = False  # autocast on CUDA
     stop_at: int | None = None  # end this run early at that step (state saved; rerun to continue)
+    # wall-clock budget of the training loop: the step count is cut to what the measured rate fits
+    # (before the warm-up ends, so the cosine schedule decays fully), and the loop stops at the budget
+    time_budget_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -182,10 +185,23 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
     use_bf16 = tc.bf16 and device.type == "cuda"
     it = batches(start)
     t0 = time.time()
+    budget = StepBudget(tc, start, t0) if tc.time_budget_s else None
     with _progress(tc.progress) as bar:
         task = bar.add_task(desc, total=tc.steps, completed=start, info="")
         end = tc.steps if tc.stop_at is None else min(tc.steps, tc.stop_at)
-        for step in range(start, end):
+        step = start
+        while step < end:
+            if budget is not None:
+                fitted = budget.fit(step, time.time())
+                if fitted is not None:
+                    log.info("%s: time budget %.0f s fits %d steps (was %d)", desc, tc.time_budget_s, fitted, tc.steps)
+                    tc.steps = fitted  # the schedule reads it: the cosine now ends at the fitted step
+                    end = min(end, fitted)
+                    bar.update(task, total=fitted)
+                if budget.spent(time.time()):
+                    log.warning("%s: time budget spent at step %d of %d; stopping", desc, step, end)
+                    end = step
+                    break
             batch = next(it)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = step_fn(batch)
@@ -208,9 +224,38 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
             bar.update(task, advance=1)
             if tc.save_every and (step + 1) % tc.save_every == 0 and step + 1 < end:
                 save_state(step + 1)
+            step += 1
     save_state(max(start, end))
     log.info("%s: steps %d..%d of %d in %.1f s", desc, start, end, tc.steps, time.time() - t0)
     return history
+
+
+class StepBudget:
+    """Turns a wall-clock budget into a step count: the rate is measured over steps that are
+    past the cold start (data-loader workers filling their caches) and still inside the
+    warm-up, where the learning rate does not depend on the total yet."""
+
+    def __init__(self, tc: TrainConfig, start: int, t0: float, skip: int = 30, measure: int = 60):
+        self.tc, self.t0 = tc, t0
+        self.a, self.b = start + skip, start + skip + measure
+        self.t_a: float | None = None
+        self.done = False
+
+    def fit(self, step: int, now: float) -> int | None:
+        """The fitted total step count, once, at the end of the measuring steps."""
+        if self.done:
+            return None
+        if step == self.a:
+            self.t_a = now
+        if step < self.b or self.t_a is None:
+            return None
+        self.done = True
+        rate = (self.b - self.a) / max(now - self.t_a, 1e-6)
+        fitted = step + int(rate * max(0.0, self.tc.time_budget_s - (now - self.t0)))
+        return max(step + 1, min(self.tc.steps, fitted))
+
+    def spent(self, now: float) -> bool:
+        return now - self.t0 >= self.tc.time_budget_s
 
 
 def _mean(values: list[float]) -> float | None:
