@@ -7,6 +7,7 @@ sentiment and speech presence -- far cheaper than running the decoder.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
@@ -25,16 +26,45 @@ class AttentionPooling(nn.Module):
         return torch.einsum("bt,btd->bd", w, x)
 
 
+class ConvContext(nn.Module):
+    """Two residual 1-D convolutions over the encoder frames before pooling.
+
+    Pooling alone averages frames into a bag: characters the encoder carries frame
+    by frame cannot be read as words from it (bench/head_probe.py: held-out window
+    UA 0.46 pooled vs 0.55 with this block on the shipped encoder). Padded frames are
+    zeroed before each convolution, so a window's output ignores its batch.
+    """
+
+    def __init__(self, dim: int, kernel: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.conv1 = nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        keep = mask.unsqueeze(1).to(x.dtype)  # [B, 1, T]
+        y = self.norm(x).transpose(1, 2) * keep
+        y = F.gelu(self.conv1(y)) * keep
+        y = self.conv2(self.drop(y)) * keep
+        return x + y.transpose(1, 2)
+
+
 class SentimentClassifier(nn.Module):
     """-> (sentiment logits [B, 3] for positive/neutral/negative, speech logit [B])."""
 
     def __init__(self, cfg: ModelConfig, in_dim: int | None = None):
         super().__init__()
         d = in_dim or cfg.d_model
+        if cfg.cls_context not in ("pool", "conv"):
+            raise ValueError(f"unknown cls_context {cfg.cls_context!r}; expected 'pool' or 'conv'")
+        self.context = ConvContext(d, cfg.cls_kernel, cfg.dropout) if cfg.cls_context == "conv" else None
         self.pool = AttentionPooling(d, cfg.cls_attn_dim)
         self.mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, cfg.cls_hidden), nn.GELU(),
                                  nn.Dropout(cfg.dropout), nn.Linear(cfg.cls_hidden, 4))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor):
+        if self.context is not None:
+            x = self.context(x, mask)
         out = self.mlp(self.pool(x, mask))
         return out[:, :3], out[:, 3]

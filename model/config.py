@@ -48,6 +48,8 @@ class ModelConfig:
     max_text_len: int = 160
 
     # --- classifier branch ---
+    cls_context: str = "pool"  # "pool": attention pooling + MLP; "conv": two residual convs first
+    cls_kernel: int = 5
     cls_attn_dim: int = 64
     cls_hidden: int = 128
 

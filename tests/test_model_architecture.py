@@ -13,9 +13,10 @@ from model.tokenizer import BOS, EOS, CharTokenizer
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module", params=["transformer", "lstm"])
+@pytest.fixture(scope="module", params=[("transformer", "pool"), ("lstm", "conv")], ids=lambda p: "-".join(p))
 def tiny_model(request):
-    return VoiceToneModel.untrained(tiny_config(asr_encoder=request.param), device="cpu", seed=1)
+    encoder, head = request.param
+    return VoiceToneModel.untrained(tiny_config(asr_encoder=encoder, cls_context=head), device="cpu", seed=1)
 
 
 def test_frontend_shapes_and_mask():

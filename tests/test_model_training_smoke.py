@@ -81,7 +81,7 @@ def test_three_stages_end_to_end(manifest, tmp_path):
     assert 0.0 <= s2["decode_cer"] and 0.0 <= s2["decode_sentiment_acc"] <= 1.0
 
     cls = tmp_path / "classifier.pt"
-    s3 = run_classifier(TrainConfig(out=str(cls), init=str(asr), steps=30, lr=3e-3, **common))
+    s3 = run_classifier(TrainConfig(out=str(cls), init=str(asr), steps=30, lr=3e-3, **common), head="conv")
     assert _falls(s3), s3["loss_curve"]
 
     for path in (pre, asr, cls):  # metrics JSON beside each checkpoint, resumable state saved
@@ -92,6 +92,7 @@ def test_three_stages_end_to_end(manifest, tmp_path):
 
     m = model.load(cls, device="cpu")
     assert m.version == ck["version"] and m.sample_rate == SR
+    assert m.net.cfg.cls_context == "conv" and m.net.classifier.context is not None  # the head travels in the config
     x = np.zeros((2, 5 * SR), np.float32)
     x[0, :SR] = _clip("positive", np.random.default_rng(1))[:SR]
     speech, sentiment = m.predict(x, [SR, 5 * SR])

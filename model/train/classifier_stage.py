@@ -28,11 +28,14 @@ from model.train.common import (TrainConfig, batch_stream, freeze, seed_everythi
 log = logging.getLogger(__name__)
 
 
-def load_asr_net(path: str, device) -> tuple[VoiceToneNet, CharTokenizer, dict, dict | None]:
+def load_asr_net(path: str, device, head: str | None = None) -> tuple[VoiceToneNet, CharTokenizer, dict, dict | None]:
+    """Front end and ASR branch of ``path``, with a fresh classifier (of kind ``head`` if given)."""
     ck = load_checkpoint(path)
     if ck["stage"] not in ("asr", "classifier") or ck.get("vocab") is None:
         raise ValueError(f"{path}: expected an asr-stage checkpoint, got stage {ck['stage']!r}")
     cfg = ModelConfig.from_dict(ck["config"])
+    if head is not None:
+        cfg.cls_context = head
     tok = CharTokenizer(ck["vocab"])
     net = VoiceToneNet(cfg, len(tok), hf_config=ck.get("hf_config"))
     net.frontend.load_state_dict(ck["state"]["frontend"])
@@ -60,12 +63,13 @@ def accuracy_eval(net: VoiceToneNet, dataset: WindowDataset, device, batch_size:
             "eval_speech_acc": float((s == t).float().mean()), "eval_items": n}
 
 
-def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: float = 1.0) -> dict[str, Any]:
+def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: float = 1.0,
+                   head: str | None = None) -> dict[str, Any]:
     if not tc.init:
         raise ValueError("classifier stage needs --init (an asr-stage checkpoint)")
     seed_everything(tc.seed)
     device = select_device(tc.device)
-    net, tok, prev_metrics, hf_config = load_asr_net(tc.init, device)
+    net, tok, prev_metrics, hf_config = load_asr_net(tc.init, device, head)
     cfg = net.cfg
     freeze(net.frontend)
     freeze(net.asr)

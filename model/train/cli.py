@@ -93,7 +93,7 @@ def _run_classifier(args) -> int:
     _log_setup()
     from model.train.classifier_stage import run_classifier
 
-    s = run_classifier(_train_config(args), name=args.name, speech_weight=args.speech_weight)
+    s = run_classifier(_train_config(args), name=args.name, speech_weight=args.speech_weight, head=args.head)
     print(json.dumps({"stage": "classifier", "first_loss": s["first"]["loss"], "last_loss": s["last"]["loss"]}
                      | {k: v for k, v in s.items() if k.startswith("eval_")}))
     return 0
@@ -120,4 +120,7 @@ def add_cli(subparsers) -> None:
     _common(p, steps=2000, lr=1e-3)
     p.add_argument("--init", required=True, help="asr-stage checkpoint")
     p.add_argument("--speech-weight", type=float, default=1.0, help="weight of the speech-presence BCE")
+    p.add_argument("--head", choices=["conv", "pool"], default="conv",
+                   help="conv: two residual convolutions over the encoder frames before the attention pooling "
+                        "(reads words, not only a bag of frames); pool: pooling + MLP only (the first checkpoints)")
     p.set_defaults(func=_run_classifier)

@@ -1,0 +1,150 @@
+"""Is the sentiment classifier too weak for what the frozen encoder carries? A head probe.
+
+The classifier stage fits its own training windows no better than it scores held-out
+ones (~0.44 vs ~0.47 UA, docs/model-report.md): it underfits. This probe computes a
+checkpoint's frozen representation once for every fixed 5 s window of a training and
+a test manifest (no augmentation), then trains several sentiment heads on it in
+seconds and reports train and held-out window-level unweighted accuracy:
+
+* ``pool``: the shipped head (attention pooling + MLP),
+* ``lstm``: a 1-layer BiLSTM over the frames, then the same pooling + MLP,
+* ``conv``: two 1-D convolutions (kernel 5) over the frames, then pooling + MLP.
+
+A head that does much better than ``pool`` on held-out windows means words and tone are
+in the encoder but a bag-of-frames pooling cannot read them.
+
+    python bench/head_probe.py --checkpoint model/weights/default.pt [--train data/synth/train.cls.jsonl]
+                               [--test data/synth/test.jsonl] [--epochs 25] [--representation encoder]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from model.checkpoint import load_checkpoint  # noqa: E402
+from model.classifier import AttentionPooling  # noqa: E402
+from model.config import ModelConfig  # noqa: E402
+from model.data.dataset import WindowDataset, collate_windows  # noqa: E402
+from model.data.manifest import read_manifest  # noqa: E402
+from model.network import VoiceToneNet  # noqa: E402
+
+HEADS = ("pool", "lstm", "conv")
+
+
+@torch.no_grad()
+def featurize(net: VoiceToneNet, manifest: str, representation: str, batch: int = 32):
+    """(features [N, T, D], masks [N, T], sentiment labels [N]) of the labelled speech windows."""
+    entries = [e for e in read_manifest(manifest) if e.speech and e.sentiment is not None]
+    ds = WindowDataset(entries, net.cfg.sample_rate, 5.0, random_crop=False)
+    xs, ms, ys = [], [], []
+    for i in range(0, len(ds), batch):
+        b = collate_windows([ds[j] for j in range(i, min(len(ds), i + batch))])
+        h, mask = net.frontend(b["audio"], b["lengths"])
+        x = net.asr.encode(h, mask) if representation == "encoder" else h
+        xs.append(x); ms.append(mask); ys.append(b["sentiment"])
+    t = max(x.shape[1] for x in xs)
+    pad = lambda a, v: F.pad(a, (0, 0, 0, t - a.shape[1]), value=v) if a.dim() == 3 else F.pad(a, (0, t - a.shape[1]), value=v)  # noqa: E731
+    return torch.cat([pad(x, 0.0) for x in xs]), torch.cat([pad(m, False) for m in ms]), torch.cat(ys)
+
+
+class Head(nn.Module):
+    def __init__(self, kind: str, dim: int, hidden: int = 128):
+        super().__init__()
+        self.kind = kind
+        if kind == "lstm":
+            self.ctx = nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True)
+        elif kind == "conv":
+            self.ctx = nn.Sequential(nn.Conv1d(dim, dim, 5, padding=2), nn.GELU(), nn.Conv1d(dim, dim, 5, padding=2))
+        self.norm = nn.LayerNorm(dim)
+        self.pool = AttentionPooling(dim, 64)
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.1),
+                                 nn.Linear(hidden, 3))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        keep = mask.unsqueeze(-1).to(x.dtype)
+        if self.kind == "lstm":
+            x = x + self.ctx(self.norm(x))[0] * keep
+        elif self.kind == "conv":
+            x = x + self.ctx((self.norm(x) * keep).transpose(1, 2)).transpose(1, 2) * keep
+        return self.mlp(self.pool(x, mask))
+
+
+def unweighted_accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    return float(np.mean([float((pred[y == c] == c).float().mean()) for c in range(3) if (y == c).any()]))
+
+
+def fit(kind: str, train, test, epochs: int, seed: int = 0) -> dict[str, float]:
+    torch.manual_seed(seed)
+    (x, m, y), (xt, mt, yt) = train, test
+    head = Head(kind, x.shape[-1])
+    opt = torch.optim.AdamW(head.parameters(), 1e-3, weight_decay=0.01)
+    counts = torch.bincount(y, minlength=3).float()
+    weight = counts.sum() / (3 * counts.clamp(min=1))
+    t0 = time.time()
+    for _ in range(epochs):
+        head.train()
+        for idx in torch.randperm(len(y)).split(32):
+            loss = F.cross_entropy(head(x[idx], m[idx]), y[idx], weight=weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    head.eval()
+    with torch.no_grad():
+        pred = lambda a, b: torch.cat([head(a[i:i + 256], b[i:i + 256]).argmax(-1) for i in range(0, len(a), 256)])  # noqa: E731
+        return {"head": kind, "train_ua": unweighted_accuracy(pred(x, m), y),
+                "test_ua": unweighted_accuracy(pred(xt, mt), yt), "seconds": time.time() - t0,
+                "params": sum(p.numel() for p in head.parameters())}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="an asr-stage or classifier checkpoint")
+    p.add_argument("--train", default="data/synth/train.cls.jsonl")
+    p.add_argument("--test", default="data/synth/test.jsonl")
+    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--representation", default="encoder", choices=["encoder", "frontend"])
+    p.add_argument("--heads", default=",".join(HEADS))
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    console = Console(stderr=True)
+    ck = load_checkpoint(args.checkpoint)
+    net = VoiceToneNet(ModelConfig.from_dict(ck["config"]), len(ck["vocab"]), hf_config=ck.get("hf_config"))
+    net.frontend.load_state_dict(ck["state"]["frontend"])
+    net.asr.load_state_dict(ck["state"]["asr"])
+    net.eval()
+    t0 = time.time()
+    train = featurize(net, args.train, args.representation)
+    test = featurize(net, args.test, args.representation)
+    console.print(f"features: {len(train[2])} train, {len(test[2])} test windows in {time.time() - t0:.0f} s")
+    rows = []
+    for kind in args.heads.split(","):
+        rows.append(fit(kind, train, test, args.epochs))
+        console.print(rows[-1])
+    table = Table(title=f"Head probe on the frozen {args.representation} ({args.checkpoint}), window-level UA")
+    for col in ("head", "params", "train UA", "held-out UA", "seconds"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["head"], str(r["params"]), f"{r['train_ua']:.3f}", f"{r['test_ua']:.3f}", f"{r['seconds']:.0f}")
+    console.print(table)
+    print(json.dumps({"checkpoint": args.checkpoint, "model_version": ck.get("version"),
+                      "representation": args.representation, "epochs": args.epochs,
+                      "train_windows": len(train[2]), "test_windows": len(test[2]), "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
