@@ -57,8 +57,9 @@ def featurize(net: VoiceToneNet, manifest: str, representation: str, batch: int 
         x = net.asr.encode(h, mask) if representation == "encoder" else h
         xs.append(x); ms.append(mask); ys.append(b["sentiment"])
     t = max(x.shape[1] for x in xs)
-    pad = lambda a, v: F.pad(a, (0, 0, 0, t - a.shape[1]), value=v) if a.dim() == 3 else F.pad(a, (0, t - a.shape[1]), value=v)  # noqa: E731
-    return torch.cat([pad(x, 0.0) for x in xs]), torch.cat([pad(m, False) for m in ms]), torch.cat(ys)
+    feats = torch.cat([F.pad(x, (0, 0, 0, t - x.shape[1])) for x in xs])
+    masks = torch.cat([F.pad(m, (0, t - m.shape[1]), value=False) for m in ms])
+    return feats, masks, torch.cat(ys)
 
 
 class Head(nn.Module):
@@ -103,11 +104,14 @@ def fit(kind: str, train, test, epochs: int, seed: int = 0) -> dict[str, float]:
             loss.backward()
             opt.step()
     head.eval()
-    with torch.no_grad():
-        pred = lambda a, b: torch.cat([head(a[i:i + 256], b[i:i + 256]).argmax(-1) for i in range(0, len(a), 256)])  # noqa: E731
-        return {"head": kind, "train_ua": unweighted_accuracy(pred(x, m), y),
-                "test_ua": unweighted_accuracy(pred(xt, mt), yt), "seconds": time.time() - t0,
-                "params": sum(p.numel() for p in head.parameters())}
+
+    def pred(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([head(a[i:i + 256], b[i:i + 256]).argmax(-1) for i in range(0, len(a), 256)])
+
+    return {"head": kind, "train_ua": unweighted_accuracy(pred(x, m), y),
+            "test_ua": unweighted_accuracy(pred(xt, mt), yt), "seconds": time.time() - t0,
+            "params": sum(p.numel() for p in head.parameters())}
 
 
 def main(argv=None) -> int:

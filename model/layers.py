@@ -93,8 +93,9 @@ class TransformerStack(nn.Module):
 class BiLSTMStack(nn.Module):
     """Residual bidirectional LSTM layers + final LayerNorm, same interface as TransformerStack.
 
-    Recurrence aligns frames to characters far more readily than self-attention
-    on this small model (docs/model-report.md: CTC probe). Padded batches are
+    Recurrence aligns frames to characters more readily than self-attention on
+    this small model (docs/model-report.md: CTC 2.45 vs 2.60 per character after a
+    GPU run, greedy CER 0.93 vs 1.51). Padded batches are
     packed, so a window's output never depends on the other windows in its
     batch; equal-length batches (every full 5 s window) skip the packing.
     """

@@ -60,7 +60,8 @@ def _common(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over even if <out>.state.pt exists")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
     p.add_argument("--max-minutes", type=float, help="train for this long: --steps is cut to what the measured "
-                   "step rate fits (measured inside the warm-up, so the schedule still decays fully)")
+                   "step rate fits (measured over steps 30-90, inside a --warmup of 90 or more, so the "
+                   "schedule still decays fully)")
     p.add_argument("--name", default="voicetone", help="model name (the version is name + weights hash)")
 
 
