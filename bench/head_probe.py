@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,6 +39,7 @@ from model.classifier import AttentionPooling  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.data.dataset import WindowDataset, collate_windows  # noqa: E402
 from model.data.manifest import read_manifest  # noqa: E402
+from model.evaluate import unweighted_accuracy  # noqa: E402
 from model.network import VoiceToneNet  # noqa: E402
 
 HEADS = ("pool", "lstm", "conv")
@@ -84,10 +84,6 @@ class Head(nn.Module):
         return self.mlp(self.pool(x, mask))
 
 
-def unweighted_accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
-    return float(np.mean([float((pred[y == c] == c).float().mean()) for c in range(3) if (y == c).any()]))
-
-
 def fit(kind: str, train, test, epochs: int, seed: int = 0) -> dict[str, float]:
     torch.manual_seed(seed)
     (x, m, y), (xt, mt, yt) = train, test
@@ -109,8 +105,8 @@ def fit(kind: str, train, test, epochs: int, seed: int = 0) -> dict[str, float]:
         with torch.no_grad():
             return torch.cat([head(a[i:i + 256], b[i:i + 256]).argmax(-1) for i in range(0, len(a), 256)])
 
-    return {"head": kind, "train_ua": unweighted_accuracy(pred(x, m), y),
-            "test_ua": unweighted_accuracy(pred(xt, mt), yt), "seconds": time.time() - t0,
+    return {"head": kind, "train_ua": unweighted_accuracy(y.numpy(), pred(x, m).numpy()),
+            "test_ua": unweighted_accuracy(yt.numpy(), pred(xt, mt).numpy()), "seconds": time.time() - t0,
             "params": sum(p.numel() for p in head.parameters())}
 
 

@@ -110,18 +110,19 @@ class BiLSTMStack(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
-    def _run(self, lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, packed: bool) -> torch.Tensor:
-        if not packed:
+    @staticmethod
+    def _run(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        if lengths is None:
             return lstm(x)[0]
-        seq = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        seq = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         return nn.utils.rnn.pad_packed_sequence(lstm(seq)[0], batch_first=True, total_length=x.shape[1])[0]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        lengths = mask.sum(1)
-        packed = not bool(mask.all())
+        # lengths on the host once per call (packing needs them there), not once per layer
+        lengths = None if bool(mask.all()) else mask.sum(1).clamp(min=1).cpu()
         keep = mask.unsqueeze(-1).to(x.dtype)
         for lstm, norm in zip(self.layers, self.norms):
-            x = x + self.drop(self._run(lstm, norm(x), lengths.clamp(min=1), packed)) * keep
+            x = x + self.drop(self._run(lstm, norm(x), lengths)) * keep
         return self.norm(x) * keep
 
 
