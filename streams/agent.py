@@ -27,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
+import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +71,14 @@ def faust_security(settings: Settings):
         return faust.SASLCredentials(username=settings.sasl_username, password=settings.sasl_password,
                                      ssl_context=ctx, mechanism=mech)
     return faust.SSLCredentials(ctx)
+
+
+def faust_datadir(app_id: str) -> str:
+    """Where Faust may keep files: state lives in memory and the checkpoint topic, but
+    Faust still makes a data folder, which must not litter the worker's working directory."""
+    path = os.path.join(tempfile.gettempdir(), "voicetone-faust", app_id)
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def set_fetch_max_wait(max_wait_ms: int) -> None:
@@ -158,6 +168,7 @@ class Worker:
             broker_rebalance_timeout=s.rebalance_timeout_s, broker_commit_interval=s.commit_interval_s,
             stream_wait_empty=False, web_enabled=False, consumer_auto_offset_reset="earliest",
             table_standby_replicas=0, producer_linger_ms=5, logging_config=None,
+            datadir=faust_datadir(s.app_id),
         )
         # acks=False: Faust must never commit this topic's offsets itself (its
         # gap logic was seen to commit offsets nobody acknowledged); the worker

@@ -46,8 +46,9 @@ def running_worker(settings: Settings, log_path: Path, extra_env: Optional[dict]
     env = {**os.environ, **settings_env(settings), **FAST_GROUP, "OMP_NUM_THREADS": "1",
            "VOICETONE_INFERENCE_THREADS": "1", **(extra_env or {})}
     with open(log_path, "ab") as log:
+        # run in the log's folder: a test can then see what the worker leaves in its working directory
         proc = subprocess.Popen([sys.executable, "-m", "voicetone", "worker"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=log_path.parent)
     try:
         yield proc
     finally:

@@ -81,6 +81,7 @@ def test_two_calls_and_bad_frames(broker, tmp_path):
                          timeout_s=150, alive=worker)
     log = (tmp_path / "worker.log").read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["worker.log"], "the worker must not litter its directory"
 
     by_type = {t: [e for e in events if e["type"] == t] for t in ("segment", "aggregate", "call", "dead_letter")}
     for ev in events:  # every event matches the contract's schema

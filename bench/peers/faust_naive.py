@@ -32,7 +32,7 @@ import orjson  # noqa: E402
 
 from bench.peers.common import (HOP_MS, WINDOW_MS, aggregate_event, load_model, predict_one,  # noqa: E402
                                 samples_of, segment_event, unpack)
-from streams.agent import set_fetch_max_wait  # noqa: E402
+from streams.agent import faust_datadir, set_fetch_max_wait  # noqa: E402
 from streams.aggregation import ChannelAggregate  # noqa: E402
 from schemas.events import event_id  # noqa: E402
 
@@ -78,7 +78,8 @@ def build_app(broker: str, partitions: int) -> faust.App:
     set_fetch_max_wait(int(env("VOICETONE_FETCH_MAX_WAIT_MS", "50")))
     app = faust.App(
         "faust-naive", broker=f"kafka://{broker}", value_serializer="raw", key_serializer="raw",
-        store="memory://", topic_partitions=partitions, web_enabled=False, consumer_auto_offset_reset="earliest",
+        store="memory://", topic_partitions=partitions, web_enabled=False,
+        datadir=faust_datadir("faust-naive"), consumer_auto_offset_reset="earliest",
         broker_session_timeout=float(env("VOICETONE_SESSION_TIMEOUT_S", "60")),
         broker_heartbeat_interval=float(env("VOICETONE_HEARTBEAT_INTERVAL_S", "3")),
         broker_rebalance_timeout=float(env("VOICETONE_REBALANCE_TIMEOUT_S", "60")),
