@@ -64,6 +64,7 @@ ULAW_TO_LINEAR: np.ndarray = _ulaw_decode_table()
 ALAW_TO_LINEAR: np.ndarray = _alaw_decode_table()
 _ULAW_F32 = (ULAW_TO_LINEAR.astype(np.float32) / np.float32(32768.0))
 _ALAW_F32 = (ALAW_TO_LINEAR.astype(np.float32) / np.float32(32768.0))
+_PCM16_SCALE = np.float32(1.0 / 32768.0)
 _LINEAR_TO_ULAW = _ulaw_encode_table()
 _LINEAR_TO_ALAW = _alaw_encode_table()
 for _t in (ULAW_TO_LINEAR, ALAW_TO_LINEAR, _ULAW_F32, _ALAW_F32, _LINEAR_TO_ULAW, _LINEAR_TO_ALAW):
@@ -83,10 +84,14 @@ def decode_audio(encoding: str, data: bytes) -> np.ndarray:
         raise FrameError("bad_field", f"audio must be bytes, not {type(data).__name__}")
     if len(data) % width:
         raise FrameError("misaligned_audio", f"{len(data)} bytes is not a multiple of the {width}-byte {encoding} sample")
+    return decode_valid_audio(encoding, data)
+
+
+def decode_valid_audio(encoding: str, data: bytes) -> np.ndarray:
+    """``decode_audio`` for an encoding and length already checked (``decode_frame``'s
+    hot path); still refuses NaN or infinity, which only decoding can see."""
     if encoding == "pcm_s16le":
-        out = np.frombuffer(data, "<i2").astype(np.float32)
-        out *= np.float32(1.0 / 32768.0)
-        return out
+        return np.frombuffer(data, "<i2") * _PCM16_SCALE  # float32 (a float32 scalar keeps it so)
     if encoding == "mulaw":
         return _ULAW_F32[np.frombuffer(data, np.uint8)]
     if encoding == "alaw":

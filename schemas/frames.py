@@ -1,25 +1,33 @@
 """The audio frame: the one input message, as a pydantic model and a fast codec.
 
 ``decode_frame`` runs once per Kafka message at tens of thousands of
-messages a second and decides between "process" and "dead-letter", so it
-validates with plain Python checks (one pass over a small dict) and builds
-the model with ``model_construct``; the pydantic model runs the very same
-checks when frames are built in Python, so both paths accept exactly the
-same frames.  Anything wrong raises ``FrameError`` with a reason code, and
-nothing else: arbitrary bytes from the topic must never crash the worker.
+messages a second and decides between "process" and "dead-letter". Two
+paths accept exactly the same frames:
+
+* the reference, ``check_frame_fields``: plain Python checks on the unpacked
+  map, in an order that names the right reason code; the pydantic model runs
+  it too, so frames built in Python obey the same rules;
+* the fast path, a msgspec decoder typed by ``WireFields`` (parse and validate
+  in C, ~0.5 us instead of ~3.3 us a frame). It only says yes or no: any
+  frame it refuses goes through the reference, which says why.
+
+A differential fuzz test holds the two to the same answers. Anything wrong
+raises ``FrameError`` with a reason code, and nothing else: arbitrary bytes
+from the topic must never crash the worker.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Annotated, Any, Literal, Mapping, Optional
 
 import msgpack
+import msgspec
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from schemas.audio import ENCODINGS, SAMPLE_WIDTH, decode_audio
+from schemas.audio import ENCODINGS, SAMPLE_WIDTH, decode_valid_audio
 from schemas.errors import FrameError
 
 FRAME_VERSION = 1
@@ -103,6 +111,33 @@ def check_frame_fields(d: Any) -> dict:
             "encoding": encoding, "audio": audio, "ts_ms": ts_ms, "end": end}
 
 
+class WireFields(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A validated frame's fields, as the fast decoder types them (the same rules as
+    ``check_frame_fields``; the differential test in tests/test_schemas_frames.py checks it)."""
+
+    v: Literal[1]  # FRAME_VERSION
+    call_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CALL_ID_CHARS)]
+    seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+    sample_rate: Annotated[int, msgspec.Meta(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)]
+    encoding: Literal[ENCODINGS]  # type: ignore[valid-type]
+    audio: bytes
+    channel: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHANNEL_CHARS)] = "0"
+    ts_ms: Optional[Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]] = None
+    end: bool = False
+
+
+_FAST_DECODER = msgspec.msgpack.Decoder(WireFields)
+
+
+def _fast_fields(raw: bytes) -> Optional[WireFields]:
+    """The frame's fields if the fast path accepts it, else None (the reference then says why)."""
+    try:
+        f = _FAST_DECODER.decode(raw)
+    except Exception:  # msgspec's DecodeError/ValidationError, or anything odd: the reference decides
+        return None
+    return f if not len(f.audio) % SAMPLE_WIDTH[f.encoding] else None
+
+
 class AudioFrame(BaseModel):
     """One chunk of one channel's audio, as carried in ``audio.frames``."""
 
@@ -150,16 +185,16 @@ class DecodedFrame:
     only when asked for (building it for every consumed frame was 16% of the
     worker's ingest time)."""
 
-    fields: dict
+    fields: WireFields
     samples: np.ndarray
 
     @property
     def frame(self) -> AudioFrame:
-        return AudioFrame.model_construct(**self.fields)
+        return AudioFrame.model_construct(**msgspec.structs.asdict(self.fields))
 
     @property
     def duration_ms(self) -> float:
-        return 1000.0 * self.samples.size / self.fields["sample_rate"]
+        return 1000.0 * self.samples.size / self.fields.sample_rate
 
 
 def _unpack(raw: bytes) -> Any:
@@ -182,6 +217,17 @@ def _key_text(key: bytes | str) -> str | None:
     raise FrameError("key_mismatch", f"message key must be bytes or str, not {_type_name(key)}")
 
 
+def _check_key(key: bytes | str, call_id: str) -> None:
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        if key == call_id.encode():  # UTF-8 both ways: the same test as decoding the key, cheaper
+            return
+    elif key == call_id:
+        return
+    text = _key_text(key)
+    shown = repr(text[:80]) if text is not None else "not UTF-8"
+    raise FrameError("key_mismatch", f"message key {shown} != call_id {call_id[:80]!r}")
+
+
 def decode_frame(raw: bytes, key: bytes | str | None = None, max_frame_bytes: int = 1_000_000,
                  max_frame_ms: int = 5000) -> DecodedFrame:
     """Parse, validate and decode one ``audio.frames`` message value.
@@ -193,18 +239,16 @@ def decode_frame(raw: bytes, key: bytes | str | None = None, max_frame_bytes: in
         raise FrameError("malformed_msgpack", f"message value must be bytes, not {_type_name(raw)}")
     if len(raw) > max_frame_bytes:  # before unpacking: do no work for oversized input
         raise FrameError("frame_too_large", f"{len(raw)} bytes > max_frame_bytes={max_frame_bytes}")
-    fields = check_frame_fields(_unpack(raw))
+    f = _fast_fields(raw)
+    if f is None:
+        f = WireFields(**check_frame_fields(_unpack(raw)))
     if key is not None:
-        text = _key_text(key)
-        if text != fields["call_id"]:
-            shown = repr(text[:80]) if text is not None else "not UTF-8"
-            raise FrameError("key_mismatch", f"message key {shown} != call_id {fields['call_id'][:80]!r}")
-    n = len(fields["audio"]) // SAMPLE_WIDTH[fields["encoding"]]
-    if n * 1000 > max_frame_ms * fields["sample_rate"]:
+        _check_key(key, f.call_id)
+    n = len(f.audio) // SAMPLE_WIDTH[f.encoding]
+    if n * 1000 > max_frame_ms * f.sample_rate:
         raise FrameError("frame_too_long",
-                         f"{n} samples at {fields['sample_rate']} Hz is more than max_frame_ms={max_frame_ms}")
-    samples = decode_audio(fields["encoding"], fields["audio"])
-    return DecodedFrame(fields, samples)
+                         f"{n} samples at {f.sample_rate} Hz is more than max_frame_ms={max_frame_ms}")
+    return DecodedFrame(f, decode_valid_audio(f.encoding, f.audio))  # both paths checked the length
 
 
 def encode_frame(frame_or_fields: AudioFrame | Mapping[str, Any]) -> bytes:

@@ -169,7 +169,7 @@ class StreamProcessor:
             self._dead_letter(out, err, value, key, partition, offset)
             return out
         f = decoded.fields
-        call_id, channel, rate = f["call_id"], f["channel"], f["sample_rate"]
+        call_id, channel, rate = f.call_id, f.channel, f.sample_rate
         ckey = (call_id, channel)
         ch = self.channels.get(ckey)
         if ch is not None and ch.rate != rate:
@@ -182,7 +182,7 @@ class StreamProcessor:
                               value, key, partition, offset)
             return out
         reg = self._registry(partition, rate)
-        res = reg.add(call_id, channel, f["seq"], decoded.samples, f["end"], offset, now)
+        res = reg.add(call_id, channel, f.seq, decoded.samples, f.end, offset, now, checked=True)
         if res.rejected is not None:
             self._dead_letter(out, FrameError(res.rejected.reason, res.rejected.detail), value, key,
                               partition, offset)
@@ -193,16 +193,16 @@ class StreamProcessor:
         if ch is None:
             ch = self.channels[ckey] = _Channel(partition, rate, ChannelAggregate(
                 self.config.current_speech_ms, self.config.speech_threshold))
-        if f["ts_ms"] is not None and ch.ts_origin_ms is None:
+        if f.ts_ms is not None and ch.ts_origin_ms is None:
             w = reg.get(*ckey)
             before = (w.total_samples if w is not None else 0) - decoded.samples.size
-            ch.ts_origin_ms = f["ts_ms"] - int(1000 * max(0, before) / rate)
+            ch.ts_origin_ms = f.ts_ms - int(1000 * max(0, before) / rate)
         out.gap_ms += int(1000 * res.gap_samples_filled / rate)
         # the call's length is its audio's, also when it ends before its first window
         ch.duration_ms = max(ch.duration_ms, 1000 * res.audio_samples // rate)
         if res.finished:
             self._close(ckey, ch, "end", res.windows, out)
-        else:
+        elif res.windows:
             self._hand_out(ckey, ch, res.windows, out)
         return out
 

@@ -248,21 +248,29 @@ class ChannelWindower:
         return self._buf.nbytes + 4 * self._held_samples
 
     # ------------------------------------------------------------------ add
-    def add(self, seq: int, samples, end: bool = False, offset: Optional[int] = None) -> AddResult:
-        """Take one frame; return the windows it completed or why it was refused."""
+    def add(self, seq: int, samples, end: bool = False, offset: Optional[int] = None,
+            checked: bool = False) -> AddResult:
+        """Take one frame; return the windows it completed or why it was refused.
+
+        ``checked=True`` skips the seq and sample checks for input that passed
+        them already (``decode_frame``'s int seq and finite 1-D float32 samples):
+        ~2 us of a ~13 us frame on the worker's hot path."""
         if self.finished:
             return _reject(AFTER_END, f"channel already ended ({self.finish_reason})")
-        if isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) or seq < 0:
-            return _reject(BAD_SEQ, f"seq must be a non-negative integer, got {seq!r}")
-        seq = int(seq)
-        try:
-            audio = np.asarray(samples, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            return _reject(BAD_AUDIO, f"samples are not numeric: {exc}")
-        if audio.ndim != 1:
-            return _reject(BAD_AUDIO, f"samples must be 1-D mono, got shape {audio.shape}")
-        if audio.shape[0] and not np.isfinite(audio).all():
-            return _reject(BAD_AUDIO, "samples contain NaN or infinity")
+        if checked:
+            audio = samples
+        else:
+            if isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) or seq < 0:
+                return _reject(BAD_SEQ, f"seq must be a non-negative integer, got {seq!r}")
+            seq = int(seq)
+            try:
+                audio = np.asarray(samples, dtype=np.float32)
+            except (TypeError, ValueError) as exc:
+                return _reject(BAD_AUDIO, f"samples are not numeric: {exc}")
+            if audio.ndim != 1:
+                return _reject(BAD_AUDIO, f"samples must be 1-D mono, got shape {audio.shape}")
+            if audio.shape[0] and not np.isfinite(audio).all():
+                return _reject(BAD_AUDIO, "samples contain NaN or infinity")
         if self._replay is not None:
             if offset is not None and self._replay["last_offset"] is not None \
                     and offset <= self._replay["last_offset"]:
@@ -273,6 +281,12 @@ class ChannelWindower:
         return self._normal_add(seq, audio, bool(end), offset)
 
     def _normal_add(self, seq: int, audio: np.ndarray, end: bool, offset: Optional[int]) -> AddResult:
+        if seq == self._next_seq and not self._held:
+            # nearly every frame: the next one in order with nothing waiting, so none
+            # of the checks below can apply (an end frame ends the channel when committed)
+            res = AddResult()
+            self._commit(seq, audio, offset, end, res)
+            return res
         if seq < self._next_seq:
             if self._was_lost(seq):
                 return _reject(OUT_OF_ORDER, f"seq {seq} arrived after it was declared lost "
@@ -359,6 +373,8 @@ class ChannelWindower:
         """Emit every complete window, then forget audio no window needs."""
         win, hop = self._win, self._hop
         total = self._buf.end
+        if total < self._next_index * hop + win:
+            return  # nothing new to cut or forget: what is kept only moves when a window is cut
         while total >= self._next_index * hop + win:
             res.windows.append(self._window(self._next_index * hop, win))
             self._next_index += 1
@@ -571,7 +587,7 @@ class ChannelRegistry:
         return ChannelWindower(call_id, channel, self.spec, self.max_reorder_ms, self.max_gap_ms)
 
     def add(self, call_id: str, channel: str, seq: int, samples, end: bool = False,
-            offset: Optional[int] = None, now: float = 0.0) -> AddResult:
+            offset: Optional[int] = None, now: float = 0.0, checked: bool = False) -> AddResult:
         key = (call_id, channel)
         item = self._open.get(key)
         if offset is not None:
@@ -589,7 +605,7 @@ class ChannelRegistry:
             w = self._new(call_id, channel)
         else:
             w = item[0]
-        res = w.add(seq, samples, end, offset)
+        res = w.add(seq, samples, end, offset, checked)
         if res.rejected is None:
             res.audio_samples = w.total_samples
         if w.finished:

@@ -1,16 +1,18 @@
 """Audio frames: round trips, one specific bad frame per reason code, and fuzzing."""
 
 import msgpack
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.audio import ENCODINGS, encode_audio
+from schemas.audio import ENCODINGS, SAMPLE_WIDTH, encode_audio
 from schemas.codecs import FrameCodec, register_codecs
 from schemas.errors import REASONS, FrameError
-from schemas.frames import AudioFrame, DecodedFrame, decode_frame, encode_frame
+from schemas.frames import (AudioFrame, DecodedFrame, _fast_fields, _unpack, check_frame_fields, decode_frame,
+                            encode_frame)
 
 
 def fields(**over):
@@ -248,3 +250,53 @@ def test_fuzz_valid_frames_round_trip(d):
     event("accepted")
     assert decode_frame(encode_frame(got.frame)).frame == got.frame
     assert np.array_equal(decode_frame(encode_frame(got.frame)).samples, got.samples, equal_nan=False)
+
+
+def _typed(d: dict) -> dict:
+    return {k: (type(v), v) for k, v in d.items()}
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_near_valid_maps(), _values))
+def test_fast_decoder_accepts_exactly_what_the_reference_accepts(obj):
+    """decode_frame's msgspec path must agree with check_frame_fields: same frames
+    accepted (so valid traffic takes the fast path) with the same typed fields."""
+    raw = _packable(obj)
+    if raw is None:
+        return
+    fast = _fast_fields(raw)
+    try:
+        ref = check_frame_fields(_unpack(raw))
+        if len(ref["audio"]) % SAMPLE_WIDTH[ref["encoding"]]:
+            ref = None
+    except FrameError as e:
+        event(f"reference rejects: {e.reason}")
+        ref = None
+    if ref is None:
+        assert fast is None
+        return
+    event("both accept")
+    assert fast is not None, f"the fast path refused a valid frame: {obj!r}"
+    assert _typed(msgspec.structs.asdict(fast)) == _typed(ref)
+
+
+@pytest.mark.parametrize("over", [
+    {"call_id": "x" * 256}, {"channel": "é" * 64}, {"seq": 2**53}, {"ts_ms": None}, {"end": True},
+    {"sample_rate": 48000}, {"encoding": "f32le", "audio": b"\0" * 8},
+])
+def test_fast_decoder_edges_valid(over):
+    raw = pack(fields(**over))
+    assert _fast_fields(raw) is not None
+    assert _typed(msgspec.structs.asdict(_fast_fields(raw))) == _typed(check_frame_fields(_unpack(raw)))
+
+
+@pytest.mark.parametrize("over", [
+    {"call_id": "x" * 257}, {"channel": "é" * 65}, {"channel": ""}, {"seq": 2**53 + 1}, {"seq": -1}, {"seq": True},
+    {"seq": 7.0}, {"end": 1}, {"v": True}, {"v": 2}, {"sample_rate": 7999}, {"encoding": "PCM_S16LE"},
+    {"audio": "text"}, {"audio": b"\0"}, {"extra": 1}, {"ts_ms": -5},
+])
+def test_fast_decoder_edges_refused(over):
+    raw = pack(fields(**over))
+    assert _fast_fields(raw) is None
+    with pytest.raises(FrameError):
+        decode_frame(raw)
