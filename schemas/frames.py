@@ -129,8 +129,9 @@ class WireFields(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 _FAST_DECODER = msgspec.msgpack.Decoder(WireFields)
 
 
-def _fast_fields(raw: bytes) -> Optional[WireFields]:
-    """The frame's fields if the fast path accepts it, else None (the reference then says why)."""
+def fast_fields(raw: bytes) -> Optional[WireFields]:
+    """The frame's fields if the fast path accepts it, else None (the reference then says why).
+    Not checked here: the key and ``max_frame_bytes`` / ``max_frame_ms`` (``decode_frame``)."""
     try:
         f = _FAST_DECODER.decode(raw)
     except Exception:  # msgspec's DecodeError/ValidationError, or anything odd: the reference decides
@@ -217,11 +218,15 @@ def _key_text(key: bytes | str) -> str | None:
     raise FrameError("key_mismatch", f"message key must be bytes or str, not {_type_name(key)}")
 
 
-def _check_key(key: bytes | str, call_id: str) -> None:
+def key_matches(key: bytes | str, call_id: str) -> bool:
+    """Whether a message key (UTF-8 bytes or str) names ``call_id``."""
     if isinstance(key, (bytes, bytearray, memoryview)):
-        if key == call_id.encode():  # UTF-8 both ways: the same test as decoding the key, cheaper
-            return
-    elif key == call_id:
+        return key == call_id.encode()  # UTF-8 both ways: the same test as decoding the key, cheaper
+    return isinstance(key, str) and key == call_id
+
+
+def _check_key(key: bytes | str, call_id: str) -> None:
+    if key_matches(key, call_id):
         return
     text = _key_text(key)
     shown = repr(text[:80]) if text is not None else "not UTF-8"
@@ -239,7 +244,7 @@ def decode_frame(raw: bytes, key: bytes | str | None = None, max_frame_bytes: in
         raise FrameError("malformed_msgpack", f"message value must be bytes, not {_type_name(raw)}")
     if len(raw) > max_frame_bytes:  # before unpacking: do no work for oversized input
         raise FrameError("frame_too_large", f"{len(raw)} bytes > max_frame_bytes={max_frame_bytes}")
-    f = _fast_fields(raw)
+    f = fast_fields(raw)
     if f is None:
         f = WireFields(**check_frame_fields(_unpack(raw)))
     if key is not None:

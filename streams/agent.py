@@ -127,6 +127,10 @@ def ensure_topics(settings: Settings) -> int:
     return len(meta.topics[settings.input_topic].partitions)
 
 
+#: most consumed frames ingested together (Faust's take buffer); the wait is a setting
+INGEST_BATCH_MAX = 2000
+
+
 class Worker:
     """One Faust app plus the processor, batcher and model it drives."""
 
@@ -184,8 +188,8 @@ class Worker:
         @app.agent(self.frames_topic, name="voicetone-frames")
         async def frames(stream):
             worker.stream = stream
-            async for event in stream.noack().events():
-                await worker.on_event(event)
+            async for events in stream.noack().take_events(INGEST_BATCH_MAX, s.ingest_batch_ms / 1000):
+                await worker.on_events(events)
 
         app.task(self._inference_loop)
         app.timer(1.0)(self._housekeeping)
@@ -335,49 +339,78 @@ class Worker:
     def _state_key(partition: int) -> bytes:
         return f"p{partition}".encode()
 
-    async def on_event(self, event) -> None:
+    async def on_events(self, events) -> None:
         """Process each partition's frames in offset order, from the checkpoint on.
 
         Faust does not guarantee that: it starts a partition wherever its
         consumer stands (not always at our committed offset) and was seen to
         deliver a partition with a jump. Frames already processed are dropped;
         a jump ahead is filled by reading the missing offsets straight from
-        Kafka, so no audio is skipped and no seek of Faust's consumer is needed."""
-        msg = event.message
-        p = msg.partition
-        if p not in self.restored:
-            await self._restore(p, msg.offset)
-        expected = self.next_offset.get(p, msg.offset)
-        if msg.offset < expected:
-            return  # already processed (or covered by the checkpoint)
-        if msg.offset > expected:
-            self.metrics.refetched_frames.inc(msg.offset - expected)
-            log.warning("partition %d: got offset %d, expected %d: reading the %d frames between from Kafka",
-                        p, msg.offset, expected, msg.offset - expected)
-            while p in self.restored and self.next_offset[p] < msg.offset:
-                start = self.next_offset[p]
-                missing = await self._retrying(f"partition {p}: reading offsets {start}-{msg.offset}",
-                                               self._read_input, p, start, msg.offset)
-                for offset, key, value in missing:
-                    if p not in self.restored:
-                        return  # revoked meanwhile: the new owner redoes it
-                    await self._process(p, offset, key, value)
-                if not missing:
-                    break  # nothing but markers left before msg.offset
-        if p in self.restored:
-            await self._process(p, msg.offset, msg.key, msg.value)
+        Kafka, so no audio is skipped and no seek of Faust's consumer is needed.
+        The frames that pass are ingested together (``ingest_many``: in-order
+        frames of a channel are decoded and windowed as one run); events of a
+        partition this worker no longer owns (still in the take buffer after a
+        rebalance) are dropped: the new owner processes them."""
+        owned = self._owned_partitions()
+        batch: list[tuple[bytes, Optional[bytes], int, int]] = []
+        for event in events:
+            msg = event.message
+            p = msg.partition
+            if owned is not None and p not in owned:
+                continue
+            if p not in self.restored:
+                await self._ingest(batch)
+                await self._restore(p, msg.offset)
+            expected = self.next_offset.get(p, msg.offset)
+            if msg.offset < expected:
+                continue  # already processed (or covered by the checkpoint)
+            if msg.offset > expected:
+                await self._ingest(batch)
+                await self._refetch(p, expected, msg.offset)
+            if p in self.restored:
+                self.next_offset[p] = msg.offset + 1
+                batch.append((msg.value, msg.key, p, msg.offset))
+        await self._ingest(batch)
 
-    async def _process(self, p: int, offset: int, key: Optional[bytes], value: bytes) -> None:
-        self.next_offset[p] = offset + 1
+    def _owned_partitions(self) -> Optional[set[int]]:
+        """The input partitions assigned to this worker now (None if the consumer cannot say)."""
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:
+            return None
+        topic = self.settings.input_topic
+        return {tp.partition for tp in assignment if tp.topic == topic}
+
+    async def _refetch(self, p: int, expected: int, offset: int) -> None:
+        """Read the frames [expected, offset) that Faust skipped straight from Kafka, in order."""
+        self.metrics.refetched_frames.inc(offset - expected)
+        log.warning("partition %d: got offset %d, expected %d: reading the %d frames between from Kafka",
+                    p, offset, expected, offset - expected)
+        while p in self.restored and self.next_offset[p] < offset:
+            start = self.next_offset[p]
+            missing = await self._retrying(f"partition {p}: reading offsets {start}-{offset}",
+                                           self._read_input, p, start, offset)
+            if p not in self.restored:
+                return  # revoked meanwhile: the new owner redoes it
+            if not missing:
+                break  # nothing but markers left before offset
+            self.next_offset[p] = missing[-1][0] + 1
+            await self._ingest([(value, key, p, o) for o, key, value in missing])
+
+    async def _ingest(self, batch: list) -> None:
+        """Ingest consumed frames (and empty ``batch``), publish what they produced,
+        then hold the consumer while too many windows wait for the model."""
+        if not batch:
+            return
         now = time.monotonic()
-        out = self.processor.ingest(value, key, p, offset, now)
-        self.metrics.frames.inc()
+        out = self.processor.ingest_many(batch, now)
+        self.metrics.frames.inc(len(batch))
+        batch.clear()
         if out.duplicates:
             self.metrics.duplicate_frames.inc(out.duplicates)
         if out.gap_ms:
             self.metrics.gap_ms.inc(out.gap_ms)
-            log.warning("partition %d offset %d: %d ms of missing audio filled with silence", p, offset,
-                        out.gap_ms)
+            log.warning("%d ms of missing audio filled with silence", out.gap_ms)
         self._publish(out, now)
         while len(self.batcher) + self._in_flight() > self.max_pending:
             self.drained.clear()

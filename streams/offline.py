@@ -40,11 +40,21 @@ class OfflineRunner:
         self.silent_windows += skipped
         self._collect(self.processor.apply_results(batch, speech, sentiment))
 
-    def feed(self, frames: Iterable[tuple[bytes, bytes]]) -> None:
-        for offset, (key, value) in enumerate(frames):
-            self._collect(self.processor.ingest(value, key, 0, None, 0.0))
-            for batch in self.batcher.take_ready(0.0):  # full batches only (no wait bound offline)
-                self._run(batch)
+    def feed(self, frames: Iterable[tuple[bytes, bytes]], chunk: int = 256) -> None:
+        """Ingest ``(key, value)`` frames ``chunk`` at a time, as the worker takes them from Kafka."""
+        batch: list[tuple[bytes, bytes, int, None]] = []
+        for key, value in frames:
+            batch.append((value, key, 0, None))
+            if len(batch) >= chunk:
+                self._ingest(batch)
+        self._ingest(batch)
+
+    def _ingest(self, batch: list) -> None:
+        if batch:
+            self._collect(self.processor.ingest_many(batch, 0.0))
+            batch.clear()
+        for ready in self.batcher.take_ready(0.0):  # full batches only (no wait bound offline)
+            self._run(ready)
 
     def finish(self) -> list[dict]:
         self._collect(self.processor.finish_all())

@@ -23,12 +23,13 @@ import numpy as np
 
 from schemas.errors import FrameError
 from schemas.events import event_id, make_dead_letter
-from schemas.frames import decode_frame
+from schemas.audio import SAMPLE_WIDTH, decode_valid_audio
+from schemas.frames import WireFields, decode_frame, fast_fields, key_matches
 from schemas.resample import resample_fft_rows
 from streams.aggregation import ChannelAggregate, InvalidSegment, SegmentResult
 from streams.batching import stack_windows
 from streams.silence import DEFAULT_THRESHOLD_DBFS, SilenceGate
-from streams.windowing import CAPACITY, ChannelRegistry, Window, WindowSpec
+from streams.windowing import CAPACITY, ChannelRegistry, Window, WindowSpec, latest_offset
 
 LABELS = ("positive", "neutral", "negative")
 Key = tuple[str, str]
@@ -93,6 +94,23 @@ class _Channel:
     ended_by: Optional[str] = None
     duration_ms: int = 0
     ts_origin_ms: Optional[int] = None   # wall time of audio offset 0, from the frames' ts_ms
+
+
+class _Run:
+    """In-order frames of one open channel gathered by ``ingest_many``, committed together."""
+
+    __slots__ = ("registry", "state", "call_id", "channel", "encoding", "partition", "rate", "first_seq",
+                 "next_seq", "chunks", "sizes", "offsets")
+
+    def __init__(self, registry: ChannelRegistry, state: "_Channel", call_id: str, channel: str, encoding: str,
+                 seq: int) -> None:
+        self.registry, self.state, self.encoding = registry, state, encoding
+        self.call_id, self.channel = call_id, channel
+        self.partition, self.rate = state.partition, state.rate
+        self.first_seq = self.next_seq = seq
+        self.chunks: list[bytes] = []
+        self.sizes: list[int] = []
+        self.offsets: list[Optional[int]] = []
 
 
 def prepare_batch(windows: list[Window], rates: list[int], model_rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,6 +178,75 @@ class StreamProcessor:
                now: float = 0.0) -> Output:
         """One consumed message: decode it, window it, report what is ready."""
         out = Output()
+        self._ingest_into(out, value, key, partition, offset, now)
+        return out
+
+    def ingest_many(self, messages: Iterable[tuple[bytes, Optional[bytes], int, Optional[int]]],
+                    now: float = 0.0) -> Output:
+        """Consumed messages ``(value, key, partition, offset)`` in order: the same
+        windows, dead letters and state as ``ingest`` on each, but the runs of
+        in-order frames of an open channel are decoded, buffered and cut together
+        (one numpy conversion, append and cut per run instead of per frame); every
+        other frame (a channel's first, end, reordered, duplicate, bad, f32le) takes
+        ``ingest``'s path. 9.0 -> ~3 us per 100 ms frame (bench/bench_ingest.py)."""
+        out = Output()
+        runs: dict[Key, _Run] = {}
+        max_bytes, max_ms = self.config.max_frame_bytes, self.config.max_frame_ms
+        for value, key, partition, offset in messages:
+            f = fast_fields(value) if type(value) is bytes and len(value) <= max_bytes else None
+            if f is None:  # not a valid frame: a dead letter, no channel changes
+                self._ingest_into(out, value, key, partition, offset, now)
+                continue
+            ckey = (f.call_id, f.channel)
+            run = runs.get(ckey)
+            size = len(f.audio) // SAMPLE_WIDTH[f.encoding]
+            # (the run's test inlined: this loop is the worker's hottest Python, ~4 us a frame)
+            if (run is not None and f.seq == run.next_seq and f.encoding == run.encoding and not f.end
+                    and f.sample_rate == run.rate and partition == run.partition
+                    and (f.ts_ms is None or run.state.ts_origin_ms is not None)
+                    or run is None and (run := self._start_run(f, partition))) \
+                    and (key is None or key_matches(key, f.call_id)) and size * 1000 <= max_ms * f.sample_rate:
+                runs[ckey] = run
+                run.chunks.append(f.audio)
+                run.sizes.append(size)
+                run.offsets.append(offset)
+                run.next_seq += 1
+                continue
+            if ckey in runs:  # this frame goes the long way: what came before it first
+                self._flush_run(runs.pop(ckey), out, now)
+            self._ingest_into(out, value, key, partition, offset, now)
+        for run in runs.values():
+            self._flush_run(run, out, now)
+        return out
+
+    def _start_run(self, f: WireFields, partition: int) -> Optional["_Run"]:
+        """A run for frame ``f`` if its channel is open and in order, else None."""
+        if f.end or f.encoding == "f32le":  # f32le: one NaN frame must not refuse its neighbours
+            return None
+        ch = self.channels.get((f.call_id, f.channel))
+        if ch is None or ch.rate != f.sample_rate or ch.partition != partition or ch.ended_by is not None \
+                or (f.ts_ms is not None and ch.ts_origin_ms is None):
+            return None
+        reg = self.registries.get((partition, ch.rate))
+        w = reg.get(f.call_id, f.channel) if reg is not None else None
+        if w is None or not w.in_order() or f.seq != w.next_seq:
+            return None
+        return _Run(reg, ch, f.call_id, f.channel, f.encoding, f.seq)
+
+    def _flush_run(self, run: "_Run", out: Output, now: float) -> None:
+        self.frames += len(run.sizes)
+        last = latest_offset(self.last_offsets.get(run.partition), run.offsets)
+        if last is not None:
+            self.last_offsets[run.partition] = last
+        ch = run.state
+        audio = decode_valid_audio(run.encoding, b"".join(run.chunks))
+        res = run.registry.add_run(run.call_id, run.channel, run.first_seq, audio, run.sizes, run.offsets, now)
+        ch.duration_ms = max(ch.duration_ms, 1000 * res.audio_samples // ch.rate)
+        if res.windows:
+            self._hand_out((run.call_id, run.channel), ch, res.windows, out)
+
+    def _ingest_into(self, out: Output, value: bytes, key: Optional[bytes], partition: int,
+                     offset: Optional[int], now: float) -> None:
         self.frames += 1
         if offset is not None and offset > self.last_offsets.get(partition, -1):
             self.last_offsets[partition] = offset
@@ -167,7 +254,7 @@ class StreamProcessor:
             decoded = decode_frame(value, key, self.config.max_frame_bytes, self.config.max_frame_ms)
         except FrameError as err:
             self._dead_letter(out, err, value, key, partition, offset)
-            return out
+            return
         f = decoded.fields
         call_id, channel, rate = f.call_id, f.channel, f.sample_rate
         ckey = (call_id, channel)
@@ -175,21 +262,21 @@ class StreamProcessor:
         if ch is not None and ch.rate != rate:
             self._dead_letter(out, FrameError("bad_sample_rate", f"channel started at {ch.rate} Hz, "
                                               f"frame is {rate} Hz"), value, key, partition, offset)
-            return out
+            return
         if ch is None and len(self.channels) >= self.config.max_active_channels:
             self._dead_letter(out, FrameError(CAPACITY, f"{len(self.channels)} channels open "
                                               f"(max_active_channels={self.config.max_active_channels})"),
                               value, key, partition, offset)
-            return out
+            return
         reg = self._registry(partition, rate)
         res = reg.add(call_id, channel, f.seq, decoded.samples, f.end, offset, now, checked=True)
         if res.rejected is not None:
             self._dead_letter(out, FrameError(res.rejected.reason, res.rejected.detail), value, key,
                               partition, offset)
-            return out
+            return
         if res.dropped_duplicate:
             out.duplicates += 1
-            return out
+            return
         if ch is None:
             ch = self.channels[ckey] = _Channel(partition, rate, ChannelAggregate(
                 self.config.current_speech_ms, self.config.speech_threshold))
@@ -204,7 +291,6 @@ class StreamProcessor:
             self._close(ckey, ch, "end", res.windows, out)
         elif res.windows:
             self._hand_out(ckey, ch, res.windows, out)
-        return out
 
     def _hand_out(self, ckey: Key, ch: _Channel, windows: list[Window], out: Output) -> None:
         for w in windows:

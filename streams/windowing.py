@@ -116,6 +116,14 @@ class AddResult:
     audio_samples: int = 0  # the channel's audio length (samples, gaps filled) after this frame
 
 
+def latest_offset(current: Optional[int], offsets: list[Optional[int]]) -> Optional[int]:
+    """The highest of ``current`` and the known ``offsets``."""
+    known = [o for o in offsets if o is not None]
+    if current is not None:
+        known.append(current)
+    return max(known) if known else None
+
+
 def _reject(reason: str, detail: str) -> AddResult:
     return AddResult(rejected=Rejection(reason, detail))
 
@@ -319,6 +327,36 @@ class ChannelWindower:
                     self._held_samples > self._max_reorder or len(self._held) > self.max_held_frames):
                 self._declare_lost(min(self._held), res)
                 self._drain(res)
+        return res
+
+    def in_order(self) -> bool:
+        """Whether the next frame in seq order would be committed straight away
+        (nothing held for reordering, no replay after a restore, not ended): what
+        ``add_run`` needs."""
+        return not (self.finished or self._held or self._replay is not None)
+
+    def add_run(self, seq: int, audio: np.ndarray, sizes: list[int], offsets: list[Optional[int]]) -> AddResult:
+        """Frames ``seq``, ``seq + 1``, ... (none an end frame) whose checked samples are
+        ``audio`` concatenated, ``sizes[i]`` samples each: the same state and windows
+        as adding them one by one, with one append and one cut instead of one per
+        frame (the worker's batched ingest). Needs ``in_order()`` and ``seq == next_seq``."""
+        if not self.in_order() or seq != self._next_seq:
+            raise ValueError(f"add_run needs the next seq {self._next_seq} with nothing held, got {seq}")
+        start = self._buf.end
+        if audio.shape[0]:
+            self._buf.append(audio)
+        recs = self._records
+        for n, offset in zip(sizes, offsets):
+            recs.append((seq, seq + 1, start, start + n, offset, False))
+            seq += 1
+            start += n
+            if n:
+                self._typical = n
+        self._last_offset = latest_offset(self._last_offset, offsets)
+        self._next_seq = seq
+        self.frames += len(sizes)
+        res = AddResult()
+        self._cut(res)
         return res
 
     # ------------------------------------------------------------- commit
@@ -614,6 +652,18 @@ class ChannelRegistry:
         elif item is not None or w.frames or w.held_frames:
             self._open[key] = (w, now)
             self._open.move_to_end(key)
+        return res
+
+    def add_run(self, call_id: str, channel: str, seq: int, audio: np.ndarray, sizes: list[int],
+                offsets: list[Optional[int]], now: float = 0.0) -> AddResult:
+        """``ChannelWindower.add_run`` for an open channel (see there)."""
+        key = (call_id, channel)
+        w = self._open[key][0]
+        self._last_offset = latest_offset(self._last_offset, offsets)
+        res = w.add_run(seq, audio, sizes, offsets)
+        res.audio_samples = w.total_samples
+        self._open[key] = (w, now)
+        self._open.move_to_end(key)
         return res
 
     def expire_idle(self, now: float) -> list[tuple[Key, list[Window]]]:

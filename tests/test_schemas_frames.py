@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from schemas.audio import ENCODINGS, SAMPLE_WIDTH, encode_audio
 from schemas.codecs import FrameCodec, register_codecs
 from schemas.errors import REASONS, FrameError
-from schemas.frames import (AudioFrame, DecodedFrame, _fast_fields, _unpack, check_frame_fields, decode_frame,
+from schemas.frames import (AudioFrame, DecodedFrame, fast_fields, _unpack, check_frame_fields, decode_frame,
                             encode_frame)
 
 
@@ -264,7 +264,7 @@ def test_fast_decoder_accepts_exactly_what_the_reference_accepts(obj):
     raw = _packable(obj)
     if raw is None:
         return
-    fast = _fast_fields(raw)
+    fast = fast_fields(raw)
     try:
         ref = check_frame_fields(_unpack(raw))
         if len(ref["audio"]) % SAMPLE_WIDTH[ref["encoding"]]:
@@ -286,8 +286,8 @@ def test_fast_decoder_accepts_exactly_what_the_reference_accepts(obj):
 ])
 def test_fast_decoder_edges_valid(over):
     raw = pack(fields(**over))
-    assert _fast_fields(raw) is not None
-    assert _typed(msgspec.structs.asdict(_fast_fields(raw))) == _typed(check_frame_fields(_unpack(raw)))
+    assert fast_fields(raw) is not None
+    assert _typed(msgspec.structs.asdict(fast_fields(raw))) == _typed(check_frame_fields(_unpack(raw)))
 
 
 @pytest.mark.parametrize("over", [
@@ -297,6 +297,6 @@ def test_fast_decoder_edges_valid(over):
 ])
 def test_fast_decoder_edges_refused(over):
     raw = pack(fields(**over))
-    assert _fast_fields(raw) is None
+    assert fast_fields(raw) is None
     with pytest.raises(FrameError):
         decode_frame(raw)
