@@ -20,3 +20,38 @@ def test_fetch_wait_replaces_only_the_group_consumers_argument(monkeypatch):
     driver.aiokafka.AIOKafkaConsumer(group_id=None)  # other consumers keep their own arguments
     assert seen == [{"fetch_max_wait_ms": 50, "group_id": "g"}, {"group_id": None}]
     assert driver.aiokafka.AIOKafkaConsumer.__mro__[1] is Recorder
+
+
+def test_batched_events_skip_old_offsets_and_partitions_no_longer_owned(monkeypatch):
+    """on_events: frames of a partition revoked meanwhile (still in Faust's take buffer)
+    and frames already processed are dropped; the rest are ingested as one batch."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from schemas.audio import encode_audio
+    from schemas.frames import encode_frame
+    from streams.agent import Worker
+    from voicetone.settings import Settings
+
+    model = SimpleNamespace(version="test", sample_rate=16000)
+    w = Worker(Settings(broker="localhost:1", app_id="vt-unit"), model=model, partitions=2)
+    monkeypatch.setattr(w, "_owned_partitions", lambda: {0})
+    w.restored.update({0, 1})
+    w.next_offset.update({0: 3, 1: 0})
+    audio = encode_audio("pcm_s16le", np.zeros(1600, np.float32))
+
+    def event(partition, offset, seq):
+        value = encode_frame({"call_id": f"c{partition}", "seq": seq, "sample_rate": 16000,
+                              "encoding": "pcm_s16le", "audio": audio})
+        return SimpleNamespace(message=SimpleNamespace(partition=partition, offset=offset, key=f"c{partition}".encode(),
+                                                       value=value))
+
+    batches = []
+    monkeypatch.setattr(w.processor, "ingest_many", lambda b, now, f=w.processor.ingest_many: (batches.append(list(b)),
+                                                                                               f(b, now))[1])
+    events = [event(0, 2, 0), event(1, 0, 0), event(0, 3, 0), event(0, 4, 1), event(1, 1, 1), event(0, 5, 2)]
+    asyncio.run(w.on_events(events))
+    assert [[(p, o) for _, _, p, o in b] for b in batches] == [[(0, 3), (0, 4), (0, 5)]]
+    assert w.next_offset == {0: 6, 1: 0} and w.processor.frames == 3
