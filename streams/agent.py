@@ -360,6 +360,9 @@ class Worker:
                 continue
             if p not in self.restored:
                 await self._ingest(batch)
+                owned = self._owned_partitions()  # a rebalance may have come during the wait
+                if owned is not None and p not in owned:
+                    continue
                 await self._restore(p, msg.offset)
             expected = self.next_offset.get(p, msg.offset)
             if msg.offset < expected:
@@ -367,6 +370,7 @@ class Worker:
             if msg.offset > expected:
                 await self._ingest(batch)
                 await self._refetch(p, expected, msg.offset)
+                owned = self._owned_partitions()
             if p in self.restored:
                 self.next_offset[p] = msg.offset + 1
                 batch.append((msg.value, msg.key, p, msg.offset))
