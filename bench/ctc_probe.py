@@ -36,7 +36,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from model.checkpoint import load_checkpoint  # noqa: E402
-from model.config import ModelConfig  # noqa: E402
+from model.train.classifier_stage import asr_net_from_checkpoint  # noqa: E402
 from model.data.dataset import WindowDataset, collate_windows  # noqa: E402
 from model.data.manifest import read_manifest  # noqa: E402
 from model.network import VoiceToneNet  # noqa: E402
@@ -111,6 +111,8 @@ def probe(xs: list[torch.Tensor], ys: list[torch.Tensor], vocab: int, steps: int
         if (step + 1) % 100 == 0:
             curve.append(sum(run) / len(run))
             run = []
+    if run:  # a last partial hundred (or a run shorter than 100 steps)
+        curve.append(sum(run) / len(run))
     if n_train >= len(xs):
         return curve, None
     with torch.no_grad():
@@ -133,11 +135,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     console = Console(stderr=True)
     ck = load_checkpoint(args.checkpoint)
-    cfg = ModelConfig.from_dict(ck["config"])
-    net = VoiceToneNet(cfg, len(ck["vocab"]), hf_config=ck.get("hf_config"))
-    if not args.untrained:
-        net.frontend.load_state_dict(ck["state"]["frontend"])
-        net.asr.load_state_dict(ck["state"]["asr"])
+    net = asr_net_from_checkpoint(ck, weights=not args.untrained)
+    cfg = net.cfg
     net.eval()
     entries = asr_entries(read_manifest(args.manifest), args.window_s)
     tok = CharTokenizer.build(e.transcript for e in entries)

@@ -28,19 +28,29 @@ from model.train.common import (TrainConfig, batch_stream, freeze, seed_everythi
 log = logging.getLogger(__name__)
 
 
-def load_asr_net(path: str, device, head: str | None = None) -> tuple[VoiceToneNet, CharTokenizer, dict, dict | None]:
-    """Front end and ASR branch of ``path``, with a fresh classifier (of kind ``head`` if given)."""
-    ck = load_checkpoint(path)
+def asr_net_from_checkpoint(ck: dict, head: str | None = None, weights: bool = True) -> VoiceToneNet:
+    """A loaded asr- or classifier-stage checkpoint's network: its front end and ASR branch
+    (random, seeded by the caller, if not ``weights``) and a fresh classifier (of kind ``head``)."""
     if ck["stage"] not in ("asr", "classifier") or ck.get("vocab") is None:
-        raise ValueError(f"{path}: expected an asr-stage checkpoint, got stage {ck['stage']!r}")
+        raise ValueError(f"expected an asr-stage checkpoint, got stage {ck['stage']!r}")
     cfg = ModelConfig.from_dict(ck["config"])
     if head is not None:
         cfg.cls_context = head
-    tok = CharTokenizer(ck["vocab"])
-    net = VoiceToneNet(cfg, len(tok), hf_config=ck.get("hf_config"))
-    net.frontend.load_state_dict(ck["state"]["frontend"])
-    net.asr.load_state_dict(ck["state"]["asr"])
-    return net.to(device), tok, ck.get("metrics", {}), ck.get("hf_config")
+    net = VoiceToneNet(cfg, len(ck["vocab"]), hf_config=ck.get("hf_config"))
+    if weights:
+        net.frontend.load_state_dict(ck["state"]["frontend"])
+        net.asr.load_state_dict(ck["state"]["asr"])
+    return net
+
+
+def load_asr_net(path: str, device, head: str | None = None) -> tuple[VoiceToneNet, CharTokenizer, dict, dict | None]:
+    """Front end and ASR branch of ``path``, with a fresh classifier (of kind ``head`` if given)."""
+    ck = load_checkpoint(path)
+    try:
+        net = asr_net_from_checkpoint(ck, head)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return net.to(device), CharTokenizer(ck["vocab"]), ck.get("metrics", {}), ck.get("hf_config")
 
 
 @torch.no_grad()
