@@ -115,7 +115,7 @@ class WireFields(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A validated frame's fields, as the fast decoder types them (the same rules as
     ``check_frame_fields``; the differential test in tests/test_schemas_frames.py checks it)."""
 
-    v: Literal[1]  # FRAME_VERSION
+    v: Literal[FRAME_VERSION]  # type: ignore[valid-type]
     call_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CALL_ID_CHARS)]
     seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
     sample_rate: Annotated[int, msgspec.Meta(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)]

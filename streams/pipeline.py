@@ -188,7 +188,8 @@ class StreamProcessor:
         in-order frames of an open channel are decoded, buffered and cut together
         (one numpy conversion, append and cut per run instead of per frame); every
         other frame (a channel's first, end, reordered, duplicate, bad, f32le) takes
-        ``ingest``'s path. 9.0 -> ~3 us per 100 ms frame (bench/bench_ingest.py)."""
+        ``ingest``'s path. ~9.5 -> ~4 us per 100 ms frame when a batch holds ~20 frames per channel
+        (bench/bench_ingest.py)."""
         out = Output()
         runs: dict[Key, _Run] = {}
         max_bytes, max_ms = self.config.max_frame_bytes, self.config.max_frame_ms
