@@ -35,8 +35,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from model.checkpoint import load_checkpoint  # noqa: E402
+from model.train.classifier_stage import asr_net_from_checkpoint  # noqa: E402
 from model.classifier import AttentionPooling  # noqa: E402
-from model.config import ModelConfig  # noqa: E402
 from model.data.dataset import WindowDataset, collate_windows  # noqa: E402
 from model.data.manifest import read_manifest  # noqa: E402
 from model.evaluate import unweighted_accuracy  # noqa: E402
@@ -122,10 +122,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     console = Console(stderr=True)
     ck = load_checkpoint(args.checkpoint)
-    net = VoiceToneNet(ModelConfig.from_dict(ck["config"]), len(ck["vocab"]), hf_config=ck.get("hf_config"))
-    net.frontend.load_state_dict(ck["state"]["frontend"])
-    net.asr.load_state_dict(ck["state"]["asr"])
-    net.eval()
+    net = asr_net_from_checkpoint(ck).eval()
     t0 = time.time()
     train = featurize(net, args.train, args.representation)
     test = featurize(net, args.test, args.representation)
