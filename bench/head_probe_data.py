@@ -34,7 +34,7 @@ from model.train.classifier_stage import asr_net_from_checkpoint  # noqa: E402
 def cached_features(net, manifest: str, representation: str, cache: Path, tag: str):
     path = cache / f"{tag}.{representation}.pt"
     if path.exists():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)
     t0 = time.time()
     feats = head_probe.featurize(net, manifest, representation)
     torch.save(feats, path)
