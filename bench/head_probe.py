@@ -56,6 +56,11 @@ def featurize(net: VoiceToneNet, manifest: str, representation: str, batch: int 
         h, mask = net.frontend(b["audio"], b["lengths"])
         x = net.asr.encode(h, mask) if representation == "encoder" else h
         xs.append(x); ms.append(mask); ys.append(b["sentiment"])
+    return stack_padded(xs, ms, ys)
+
+
+def stack_padded(xs: list[torch.Tensor], ms: list[torch.Tensor], ys: list[torch.Tensor]):
+    """Concatenate feature / mask / label chunks of different lengths, zero-padding time to the longest."""
     t = max(x.shape[1] for x in xs)
     feats = torch.cat([F.pad(x, (0, 0, 0, t - x.shape[1])) for x in xs])
     masks = torch.cat([F.pad(m, (0, t - m.shape[1]), value=False) for m in ms])

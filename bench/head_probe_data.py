@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,8 +30,8 @@ from model.checkpoint import load_checkpoint  # noqa: E402
 from model.train.classifier_stage import asr_net_from_checkpoint  # noqa: E402
 
 
-def cached_features(net, manifest: str, representation: str, cache: Path, tag: str):
-    path = cache / f"{tag}.{representation}.pt"
+def cached_features(net, manifest: str, representation: str, cache: Path, tag: str, version: str):
+    path = cache / f"{tag}.{version}.{representation}.pt"  # the version: another checkpoint never reads this cache
     if path.exists():
         return torch.load(path, weights_only=True)
     t0 = time.time()
@@ -43,10 +42,7 @@ def cached_features(net, manifest: str, representation: str, cache: Path, tag: s
 
 
 def concat(*parts):
-    t = max(p[0].shape[1] for p in parts)
-    x = torch.cat([F.pad(p[0], (0, 0, 0, t - p[0].shape[1])) for p in parts])
-    m = torch.cat([F.pad(p[1], (0, t - p[1].shape[1]), value=False) for p in parts])
-    return x, m, torch.cat([p[2] for p in parts])
+    return head_probe.stack_padded(*([p[k] for p in parts] for k in range(3)))
 
 
 def main(argv=None) -> int:
@@ -67,9 +63,11 @@ def main(argv=None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     ck = load_checkpoint(args.checkpoint)
     net = asr_net_from_checkpoint(ck).eval()
-    base = cached_features(net, args.base, args.representation, args.cache, "base")
-    extras = [cached_features(net, e, args.representation, args.cache, f"extra{i}") for i, e in enumerate(args.extra)]
-    test = cached_features(net, args.test, args.representation, args.cache, "test")
+    version = ck.get("version", "unversioned")
+    base = cached_features(net, args.base, args.representation, args.cache, "base", version)
+    extras = [cached_features(net, e, args.representation, args.cache, f"extra{i}", version)
+              for i, e in enumerate(args.extra)]
+    test = cached_features(net, args.test, args.representation, args.cache, "test", version)
     combined = concat(base, *extras)
     n_a, n_b = len(base[2]), len(combined[2])
     print(f"windows: (a) {n_a}, (b) {n_b}, test {len(test[2])}; class counts (a) "
