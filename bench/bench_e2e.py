@@ -64,6 +64,11 @@ console = Console(stderr=True, width=150)
 
 
 # ---------------------------------------------------------------- targets
+def quix_python() -> Path:
+    """The Quix peer's interpreter: its own venv (it pins an older confluent-kafka), or BENCH_QUIX_PYTHON."""
+    return Path(os.environ.get("BENCH_QUIX_PYTHON") or QUIX_PY)
+
+
 def target_command(target: str, broker: str, partitions: int) -> list[str]:
     if target == "voicetone":
         return [sys.executable, "-m", "voicetone", "worker"]
@@ -71,9 +76,10 @@ def target_command(target: str, broker: str, partitions: int) -> list[str]:
         return [sys.executable, str(ROOT / "bench/peers/faust_naive.py"), "--broker", broker,
                 "--partitions", str(partitions)]
     if target == "quix":
-        if not QUIX_PY.exists():
-            raise SystemExit(f"{QUIX_PY} missing: see the setup line in docs/benchmarks.md")
-        return [str(QUIX_PY), str(ROOT / "bench/peers/quix_app.py"), "--broker", broker]
+        py = quix_python()
+        if not py.exists():
+            raise SystemExit(f"{py} missing: see the setup line in docs/benchmarks.md")
+        return [str(py), str(ROOT / "bench/peers/quix_app.py"), "--broker", broker]
     raise ValueError(target)
 
 
@@ -86,6 +92,45 @@ def start_target(target: str, broker: str, partitions: int, log_path: Path,
     log = open(log_path, "wb")
     return subprocess.Popen(target_command(target, broker, partitions), env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
+
+
+class Targets:
+    """The target's processes: one, or --processes workers of one consumer group (as K replicas on
+    one machine would be); CPU and RSS are their sums, only the first one's metrics are scraped."""
+
+    def __init__(self, procs: list[subprocess.Popen]):
+        self.procs = procs
+
+    @classmethod
+    def start(cls, target: str, k: int, broker: str, partitions: int, logdir: Path, run_tag: str,
+              metrics_port: int) -> "Targets":
+        if k > 1 and target != "voicetone":
+            raise SystemExit("--processes applies to the voicetone target only (the peers are one process each)")
+        procs: list[subprocess.Popen] = []
+        try:
+            for i in range(k):
+                procs.append(start_target(target, broker, partitions, logdir / f"{target}-{run_tag}-p{i}.log",
+                                          metrics_port if i == 0 else 0))
+        except BaseException:
+            cls(procs).stop()
+            raise
+        return cls(procs)
+
+    def exited(self) -> str | None:
+        for p in self.procs:
+            if p.poll() is not None:
+                return f"target process {p.pid} exited with code {p.returncode}"
+        return None
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.procs)
+
+    def rss_bytes(self) -> int:
+        return sum(rss_bytes(p.pid) for p in self.procs)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            stop_process_group(p, timeout=10)
 
 
 WORKER_METRICS = ("voicetone_inference_seconds", "voicetone_batch_size", "voicetone_end_to_end_latency_seconds")
@@ -162,25 +207,33 @@ class SegmentReader(threading.Thread):
 
 
 # ---------------------------------------------------------------- load
-def wait_ready(producer, reader: SegmentReader, proc: subprocess.Popen, run_tag: str,
-               timeout: float) -> float:
-    """Send a 7 s probe call (timestamps in the past) until a segment of it comes back."""
+def wait_ready(producer, reader: SegmentReader, proc: Targets, run_tag: str,
+               timeout: float, partitions: int = 0) -> float:
+    """Send a 7 s probe call (timestamps in the past) until a segment of it comes back. With
+    ``partitions`` (several worker processes), one probe call into each partition, and every one of
+    them must come back: all partitions are then owned by a worker that runs."""
     start = time.monotonic()
     track = sample_audio(RATE)[0]
     attempt = 0
     while time.monotonic() - start < timeout:
-        call = f"probe-{run_tag}-{attempt}"
-        audio = ChannelAudio(track, 0)
+        targets = list(range(partitions)) if partitions else [None]
+        calls = {f"probe-{run_tag}-{attempt}" + (f"-p{p}" if p is not None else ""): p for p in targets}
         base = int(time.time() * 1000) - 7000
-        for seq in range(70):
-            producer.produce(INPUT, key=call.encode(), value=encode_frame(call, "agent", seq, RATE, audio.next(RATE // 10),
-                                                                          ts_ms=base + seq * FRAME_MS))
+        for call, part in calls.items():
+            audio = ChannelAudio(track, 0)
+            extra = {} if part is None else {"partition": part}
+            for seq in range(70):
+                producer.produce(INPUT, key=call.encode(), **extra,
+                                 value=encode_frame(call, "agent", seq, RATE, audio.next(RATE // 10),
+                                                    ts_ms=base + seq * FRAME_MS))
         producer.flush(10)
+        waiting = set(calls)
         until = time.monotonic() + 15
         while time.monotonic() < until:
-            if proc.poll() is not None:
-                raise RuntimeError(f"target exited with code {proc.returncode} before it was ready")
-            if any(a[1].startswith("probe-") for a in reader.take()):
+            if proc.exited():
+                raise RuntimeError(f"{proc.exited()} before it was ready")
+            waiting -= {a[1] for a in reader.take()}
+            if not waiting:
                 return time.monotonic() - start
             time.sleep(0.2)
         attempt += 1
@@ -200,12 +253,13 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         from voicetone.broker import free_port
         metrics_port = free_port() if target.startswith("voicetone") else 0
         metrics_before: dict = {}
-        proc = start_target(target, broker.url, args.partitions, logdir / f"{target}-{run_tag}.log", metrics_port)
+        proc = Targets.start(target, args.processes, broker.url, args.partitions, logdir, run_tag, metrics_port)
         reader = SegmentReader(broker.url)
         reader.start()
         producer = Producer({"bootstrap.servers": broker.url, "linger.ms": 5, "acks": 1,
                              "queue.buffering.max.messages": 1_000_000, "log.connection.close": False})
-        ready_s = wait_ready(producer, reader, proc, run_tag, args.ready_timeout)
+        ready_s = wait_ready(producer, reader, proc, run_tag, args.ready_timeout,
+                             args.partitions if args.processes > 1 else 0)
         time.sleep(1.0)
         reader.take()
 
@@ -245,14 +299,14 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
             if now >= t_end:
                 break
             if now >= next_sample:
-                samples.append((now, cpu_seconds(proc.pid), rss_bytes(proc.pid), cpu_seconds(broker.proc.pid)))
+                samples.append((now, proc.cpu_seconds(), proc.rss_bytes(), cpu_seconds(broker.proc.pid)))
                 next_sample += 1.0
                 if cpu_at_measure is None and now >= t0 + args.warmup:
                     cpu_at_measure = samples[-1]
                     if metrics_port:
                         metrics_before = scrape(metrics_port)
-                if proc.poll() is not None:
-                    raise RuntimeError(f"target exited with code {proc.returncode} during the run")
+                if proc.exited():
+                    raise RuntimeError(f"{proc.exited()} during the run")
             ready = np.nonzero(due <= now)[0]
             for c in ready:
                 s = int(seqs[c])
@@ -284,7 +338,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
             sleep = float(due.min()) - time.monotonic()
             if sleep > 0:
                 time.sleep(min(sleep, 0.005))
-        end_sample = (time.monotonic(), cpu_seconds(proc.pid), rss_bytes(proc.pid), cpu_seconds(broker.proc.pid))
+        end_sample = (time.monotonic(), proc.cpu_seconds(), proc.rss_bytes(), cpu_seconds(broker.proc.pid))
         gen_cpu = time.process_time() - gen_cpu0
         producer.flush(10)
         wall_end = time.time()
@@ -297,7 +351,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
             reader.stop.set()
             reader.join(timeout=5)
         if proc is not None:
-            stop_process_group(proc, timeout=10)
+            proc.stop()
         broker.stop()
 
     lat, sent = [], []
@@ -337,7 +391,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     rss_fifths = [float(np.mean(part)) / 2**20 for part in np.array_split(np.asarray(rss, float), 5)
                   if len(part)] if len(rss) >= 5 else []
     r = {
-        "target": target, "channels": n, "ready_s": round(ready_s, 1), "segments": got,
+        "target": target, "processes": args.processes if target == "voicetone" else 1, "channels": n, "ready_s": round(ready_s, 1), "segments": got,
         "calls_ended": calls_ended, "worker_rss_fifths_mb": [round(x, 1) for x in rss_fifths],
         "expected_windows": round(expected), "completeness": completeness,
         "p50_ms": percentile(lat_ms, 50), "p99_ms": percentile(lat_ms, 99), "max_ms": percentile(lat_ms, 100),
@@ -370,17 +424,32 @@ def show(r: dict) -> None:
 
 
 def search(target: str, args, tag: str) -> tuple[int, list[dict]]:
+    """Doubling from --start, then bisection. With --budget-s no trial starts that would likely end
+    past the budget (a trial is assumed to take as long as the longest so far); a search cut short
+    before any failure leaves its N as a lower bound, marked in the last run."""
     runs: list[dict] = []
+    started = time.monotonic()
+    longest = 0.0
 
-    def trial(n: int) -> bool:
+    def trial(n: int) -> bool | None:
+        nonlocal longest
+        if args.budget_s and runs and time.monotonic() - started + longest > args.budget_s:
+            runs[-1]["search_cut_by_budget"] = True
+            console.print(f"  {target}: --budget-s {args.budget_s:.0f} s reached, no trial at N={n}")
+            return None
+        t = time.monotonic()
         r = run_once(target, n, args, f"{tag}{len(runs)}")
+        longest = max(longest, time.monotonic() - t)
         runs.append(r)
         show(r)
         return r["pass"]
 
     n, lo, hi = args.start, 0, None
     while True:
-        if trial(n):
+        ok = trial(n)
+        if ok is None:
+            return lo, runs
+        if ok:
             lo = n
             if hi is not None or n >= args.max_channels:
                 break
@@ -394,7 +463,10 @@ def search(target: str, args, tag: str) -> tuple[int, list[dict]]:
         if hi is None or lo == 0 or hi - lo <= max(2, lo // 8):
             break
         mid = (lo + hi) // 2
-        if trial(mid):
+        ok = trial(mid)
+        if ok is None:
+            break
+        if ok:
             lo = mid
         else:
             hi = mid
@@ -412,6 +484,10 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=10.0, help="seconds of load before measuring")
     p.add_argument("--measure", type=float, default=30.0, help="seconds measured")
     p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--processes", type=int, default=1,
+                   help="voicetone worker processes in one consumer group (as replicas on one machine)")
+    p.add_argument("--budget-s", type=float, default=0.0,
+                   help="--search starts no trial once this many seconds have passed (0: no limit)")
     p.add_argument("--p99-ms", type=float, default=1000.0)
     p.add_argument("--min-complete", type=float, default=0.97)
     p.add_argument("--max-growth-ms", type=float, default=250.0)
@@ -426,10 +502,12 @@ def main(argv=None) -> int:
     settings = {k: v for k, v in os.environ.items() if k.startswith("VOICETONE_")}
     console.print(f"logs in {args.logdir}; load avg {load_before}; {machine()['cpus']} CPUs; "
                   f"worker settings {settings or 'defaults'}")
-    results, best = [], {}
+    results, best, cut = [], {}, set()
     for i, target in enumerate(targets):
         if args.search:
             best[target], runs = search(target, args, f"{target[:2]}{i}s")
+            if any(r.get("search_cut_by_budget") for r in runs):
+                cut.add(target)
             results += runs
         else:
             r = run_once(target, args.channels, args, f"{target[:2]}{i}")
@@ -451,10 +529,11 @@ def main(argv=None) -> int:
         ref = best.get("voicetone")
         for target, n in best.items():
             ratio = f" (voicetone / {target}: {ref / n:.1f}x)" if ref and n and target != "voicetone" else ""
-            console.print(f"largest N sustained: {target} {n}{ratio}")
+            note = " (search cut short by --budget-s: a lower bound if no larger N failed)" if target in cut else ""
+            console.print(f"largest N sustained: {target} {n}{ratio}{note}")
     print(json.dumps({"bench": "e2e", "machine": {**machine(), "loadavg_before": load_before},
                       "settings": settings, "args": {k: v for k, v in vars(args).items() if k != "logdir"},
-                      "max_channels": best, "runs": results}))
+                      "max_channels": best, "cut_by_budget": sorted(cut), "runs": results}))
     return 0
 
 

@@ -62,10 +62,34 @@ def count_flops(m: VoiceToneModel, x: np.ndarray) -> int:
     return int(counter.get_total_flops())
 
 
+INPUTS = ("pinned", "pageable", "device")
+
+
+def call_with_input(m: VoiceToneModel, x: np.ndarray, how: str):
+    """``predict`` fed as the GPU worker feeds it ("pinned": host windows through the model's page-locked
+    staging buffer, the default), through a plain copy from pageable memory ("pageable"), or with the
+    windows already on the GPU ("device": the arithmetic alone, the ceiling that faster copies approach)."""
+    if m.device.type == "cpu" or how == "pinned":
+        return lambda: m.predict(x)
+    if how == "pageable":
+        def pageable():
+            m.pinned_transfer = False
+            try:
+                return m.predict(x)
+            finally:
+                m.pinned_transfer = True
+        return pageable
+    if how == "device":
+        on_device = torch.as_tensor(x).to(m.device)
+        return lambda: m.predict(on_device)
+    raise ValueError(f"unknown input mode {how!r}; choose from {', '.join(INPUTS)}")
+
+
 def bench_device(make, batch_sizes: list[int], precisions: list[str], min_time: float,
-                 flops_per_window: int) -> list[dict]:
+                 flops_per_window: int, inputs: tuple[str, ...] = ("pinned",)) -> list[dict]:
     """`make(precision)` loads the model at that precision (`model.load(..., precision=)`)."""
     rows = []
+    made: dict[int, np.ndarray] = {}   # one set of windows per batch size (4096 windows take seconds to draw)
     reference_model = make("fp32")
     check = windows(8, reference_model.sample_rate, seed=2)
     reference = reference_model.predict(check)
@@ -75,13 +99,16 @@ def bench_device(make, batch_sizes: list[int], precisions: list[str], min_time: 
         # what reduced precision costs, on the same windows: sentiment and speech probabilities
         drift = float(np.abs(got[1] - reference[1]).max())
         drift_speech = float(np.abs(got[0] - reference[0]).max())
-        for b in batch_sizes:
-            x = windows(b, m.sample_rate)
-            sec = timed(lambda: m.predict(x), m.device, min_time)
-            rows.append({"device": m.device.type, "precision": precision, "batch": b,
-                         "windows_per_s": b / sec, "ms_per_call": sec * 1000,
-                         "gflop_per_s": flops_per_window * b / sec / 1e9, "max_prob_diff_vs_fp32": drift,
-                         "max_speech_diff_vs_fp32": drift_speech})
+        for how in (inputs if m.device.type == "cuda" else ("host",)):
+            for b in batch_sizes:
+                if b not in made:
+                    made[b] = windows(b, m.sample_rate)
+                x = made[b]
+                sec = timed(call_with_input(m, x, how), m.device, min_time)
+                rows.append({"device": m.device.type, "precision": precision, "input": how, "batch": b,
+                             "windows_per_s": b / sec, "ms_per_call": sec * 1000,
+                             "gflop_per_s": flops_per_window * b / sec / 1e9, "max_prob_diff_vs_fp32": drift,
+                             "max_speech_diff_vs_fp32": drift_speech})
     return rows
 
 
@@ -103,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per measurement")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--ratio-batch", type=int, default=8)
+    p.add_argument("--inputs", default="pinned", help=f"CUDA only, comma list of: {', '.join(INPUTS)}")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,13 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]{dev}[/]: model {m.version}, {flops / 1e9:.3f} GFLOP per 5 s window")
         wanted = [p for p in precisions if not (p == "int8" and dev != "cpu")]  # int8: CPU only
         results += bench_device(lambda prec, dev=dev: model.load(args.checkpoint, device=dev, precision=prec),
-                                batch_sizes, wanted, args.min_time, flops)
+                                batch_sizes, wanted, args.min_time, flops, tuple(args.inputs.split(",")))
         ratios[dev] = transcribe_ratio(m, args.ratio_batch, args.min_time)
     table = Table(title="voicetone predict throughput (5 s windows)")
-    for col in ("device", "precision", "batch", "windows/s", "ms/call", "GFLOP/s", "live channels", "max |dp| vs fp32"):
+    for col in ("device", "precision", "input", "batch", "windows/s", "ms/call", "GFLOP/s", "live channels", "max |dp| vs fp32"):
         table.add_column(col, justify="right")
     for r in results:
-        table.add_row(r["device"], r["precision"], str(r["batch"]), f"{r['windows_per_s']:.1f}",
+        table.add_row(r["device"], r["precision"], r["input"], str(r["batch"]), f"{r['windows_per_s']:.1f}",
                       f"{r['ms_per_call']:.1f}", f"{r['gflop_per_s']:.1f}", f"{r['windows_per_s'] * 2.5:.0f}", f"{r['max_prob_diff_vs_fp32']:.1e}")
     console.print(table)
     for dev, r in ratios.items():

@@ -1,0 +1,68 @@
+#!/bin/bash
+# The GPU checks of issue 5 in one go, sized for a machine lent for minutes:
+#   1. model throughput on CUDA (bench_model.py: batch 1-4096; fp32 through the pinned staging buffer,
+#      a plain pageable copy, and with the windows already on the GPU; bf16),
+#   2. end-to-end searches (bench_e2e.py) on the same machine and broker: voicetone with K worker
+#      processes sharing the GPU, then the naive Faust peer and the Quix peer, each search under a time budget.
+# Every stage writes its own file under OUTDIR as it goes; a failing stage does not stop the next.
+#
+#   bash bench/gpu_check.sh OUTDIR [K_PROCESSES]
+#
+# Search budgets (s; a trial takes ~50 s): VT_BUDGET 150, FN_BUDGET 100, QX_BUDGET 50 (0 skips the target);
+# first N: VT_START 1000, FN_START 200, QX_START 100.
+#
+# The device machine has no package index: wheels for its Python (3.12) are taken from .whl/ (service and
+# Faust peer) and .whl/quix/ (Quix peer, which pins an older confluent-kafka), see docs/benchmarks.md.
+set -u
+OUTDIR=${1:?usage: gpu_check.sh OUTDIR [processes]}
+K=${2:-6}
+mkdir -p "$OUTDIR"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+PY=${PYTHON:-python3}
+T0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+
+if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    >"$OUTDIR/env.txt" 2>&1 || { stamp "wheel install failed"; cat "$OUTDIR/env.txt"; }
+  export PYTHONPATH=/tmp/site:$ROOT
+  if [ -d .whl/quix ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-quix \
+      .whl/quix/*.whl >>"$OUTDIR/env.txt" 2>&1 || stamp "quix wheel install failed"
+    printf '#!/bin/sh\nPYTHONPATH=/tmp/site-quix:%s exec %s "$@"\n' "$ROOT" "$(command -v $PY)" >/tmp/quix-python
+    chmod +x /tmp/quix-python
+    export BENCH_QUIX_PYTHON=/tmp/quix-python
+  fi
+fi
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  nproc; $PY -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())"
+} >>"$OUTDIR/env.txt" 2>&1
+stamp "set up"; cat "$OUTDIR/env.txt" | tail -4
+
+stamp "CUDA input-path test"
+timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_inference_cuda.py >>"$OUTDIR/env.txt" 2>&1
+stamp "test: exit $?"
+
+stamp "model throughput"
+PYTHONUNBUFFERED=1 timeout 240 $PY bench/bench_model.py --devices cuda --batch-sizes 1,8,32,128,256,512,1024,4096 \
+  --precisions fp32,bf16 --inputs pinned,pageable,device --min-time 0.3 >"$OUTDIR/model.out" 2>&1
+stamp "model: exit $?"; grep -E "cuda +│ +fp32 +│ +pinned" "$OUTDIR/model.out" | head -8
+
+export VOICETONE_INFERENCE_THREADS=${VOICETONE_INFERENCE_THREADS:-2}   # K processes share the cores
+# the GPU worker's batch size (deploy/k8s/gpu uses 128); the peers have none
+export VOICETONE_MAX_BATCH_SIZE=${VOICETONE_MAX_BATCH_SIZE:-128}
+e2e() {  # name, budget, then bench_e2e arguments
+  local name=$1 budget=$2; shift 2
+  [ "$budget" -gt 0 ] || return 0
+  stamp "e2e $name"
+  PYTHONUNBUFFERED=1 timeout $(( budget + 120 )) $PY bench/bench_e2e.py --search --budget-s "$budget" --warmup 10 \
+    --measure 20 --max-channels 20000 --bisect 1 --logdir /tmp/e2e-logs "$@" >"$OUTDIR/e2e-$name.out" 2>&1
+  stamp "e2e $name: exit $?"; grep -E "N=|largest" "$OUTDIR/e2e-$name.out"
+}
+e2e voicetone "${VT_BUDGET:-150}" --target voicetone --processes "$K" --start "${VT_START:-1000}"
+e2e faust-naive "${FN_BUDGET:-100}" --target faust-naive --start "${FN_START:-200}"
+e2e quix "${QX_BUDGET:-50}" --target quix --start "${QX_START:-100}"
+tar czf "$OUTDIR/logs.tgz" -C /tmp e2e-logs 2>/dev/null
+stamp "done"

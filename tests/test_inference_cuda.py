@@ -1,0 +1,29 @@
+"""The CUDA input path: host windows staged through the model's reused page-locked buffer must give
+what a plain copy gives, across calls of different sizes (the buffer grows and is reused). Runs where
+a GPU is present (bench/gpu_check.sh runs it on a lent machine); skipped on CPU-only CI."""
+
+import numpy as np
+import pytest
+import torch
+
+from model.inference import VoiceToneModel
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_pinned_staging_matches_plain_copy():
+    m = VoiceToneModel.untrained(device="cuda")
+    assert m.pinned_transfer
+    rng = np.random.default_rng(0)
+    batches = [(0.1 * rng.standard_normal((b, 16000 * s))).astype(np.float32) for b, s in ((4, 5), (16, 5), (2, 3))]
+    pinned = [m.predict(x) for x in batches]           # grows the buffer, then reuses it for a smaller batch
+    m.pinned_transfer = False
+    plain = [m.predict(x) for x in batches]
+    for (ps, pp), (qs, qp) in zip(pinned, plain):
+        np.testing.assert_allclose(ps, qs, atol=1e-5)
+        np.testing.assert_allclose(pp, qp, atol=1e-5)
+    m.pinned_transfer = True
+    lens = [16000, 80000, 40000, 8000]
+    a = m.predict(batches[0], lens)
+    b = m.predict(torch.as_tensor(batches[0]).double(), lens)   # other dtypes are converted on the way in
+    np.testing.assert_allclose(a[1], b[1], atol=1e-5)
