@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,6 +59,10 @@ class VoiceToneModel:
         self._staging: torch.Tensor | None = None
         self._staging_free: Any = None   # CUDA event: the last copy out of the buffer has finished
         self._staging_lock = threading.Lock()
+        # predict runs a traced copy of the network (see `_forward`); None until a window length needs one
+        self.jit = self.config.frontend == "ssl"   # a transformers front end stays eager (not checked)
+        self._traced: dict[int, Any] = {}
+        self._trace_lock = threading.Lock()
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -136,6 +141,8 @@ class VoiceToneModel:
         of `version`, which every event carries, since the numbers differ."""
         if precision not in self.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(self.PRECISIONS)}, not {precision!r}")
+        if precision != "fp32":
+            self.jit = False   # traced only in fp32: autocast and quantized layers stay eager
         if precision == "int8":
             if self.device.type != "cpu":
                 raise ValueError("int8 (dynamic quantization) runs on CPU only; use bf16 on a GPU")
@@ -154,8 +161,51 @@ class VoiceToneModel:
         if audio.shape[0] == 0:
             return np.zeros(0, np.float32), np.zeros((0, 3), np.float32)
         with torch.inference_mode(), self._autocast():
-            speech, sentiment = self.net(audio, lens)
+            speech, sentiment = self._forward(audio, lens)
         return speech.float().cpu().numpy(), sentiment.float().cpu().numpy()
+
+    # -- traced forward -----------------------------------------------------------------
+    # The worker runs the model in a thread beside its busy event loop. Eager PyTorch takes
+    # the GIL back after every operator, and a thread waiting for it waits up to the
+    # interpreter's switch interval (5 ms) each time: a predict that takes 44 ms alone took
+    # ~1 s beside a busy Python thread (bench/gil_convoy.py). A traced network runs the whole
+    # forward in C++ with the GIL released once (49 ms there), and is a little faster alone.
+    # The network is padding-invariant, so windows are padded to whole seconds (one trace per
+    # padded length, any batch size), and each trace is checked against the eager network on
+    # its first batch, and on that batch with other lengths: a network whose trace would bake
+    # in values (not only shapes) falls back to eager, with a warning.
+
+    def _forward(self, audio: torch.Tensor, lens: torch.Tensor):
+        if not self.jit:
+            return self.net(audio, lens)
+        step = self.sample_rate
+        t = audio.shape[1]
+        padded = max(step, -(-t // step) * step)
+        if padded != t:
+            audio = torch.nn.functional.pad(audio, (0, padded - t))
+        traced = self._traced.get(padded)
+        if traced is None:
+            with self._trace_lock:
+                traced = self._traced.get(padded) or self._trace(audio, lens)
+            if traced is None:
+                return self.net(audio, lens)
+            self._traced[padded] = traced
+        return traced(audio, lens)
+
+    def _trace(self, audio: torch.Tensor, lens: torch.Tensor):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # torch.jit.trace's deprecation and tracer notes
+            traced = torch.jit.trace(self.net, (audio, lens), check_trace=False)
+        other = (lens // 2).clamp(min=1) if lens.numel() else lens
+        for ls in (lens, other):
+            want, got = self.net(audio, ls), traced(audio, ls)
+            diff = max(float((w - g).abs().max()) for w, g in zip(want, got)) if lens.numel() else 0.0
+            if not diff <= 1e-4:
+                log.warning("traced network differs from eager by %.2g on a check batch: predict stays eager "
+                            "(slower beside a busy event loop)", diff)
+                self.jit = False
+                return None
+        return traced
 
     def transcribe(self, batch, lengths: Sequence[int] | None = None, beam: int = 1) -> list[tuple[str, str]]:
         """Full decoding: [(sentiment label, transcript)] per window."""
