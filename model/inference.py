@@ -152,6 +152,12 @@ class VoiceToneModel:
             self.version = f"{self.version}+{precision}"
         return self
 
+    def use_jit(self, on: bool) -> "VoiceToneModel":
+        """Turn the traced forward off (or back on where the network allows it)."""
+        self.jit = bool(on) and self.config.frontend == "ssl" and self.autocast_dtype is None and not any(
+            "quantized" in type(mod).__module__ for mod in self.net.modules())
+        return self
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
@@ -230,10 +236,10 @@ class VoiceToneModel:
 
 
 def load(path: str | Path | None = None, device: str | torch.device = "auto",
-         precision: str = "fp32") -> VoiceToneModel:
+         precision: str = "fp32", jit: bool = True) -> VoiceToneModel:
     """Load a classifier-stage checkpoint; ``None`` = the bundled default, or, until one
     is bundled, a deterministically seeded untrained network (with a warning).
-    ``precision``: see `VoiceToneModel.set_precision`."""
+    ``precision``: see `VoiceToneModel.set_precision`; ``jit=False`` keeps predict eager."""
     dev = resolve_device(device)
     if path is None:
         if DEFAULT_CHECKPOINT.exists():
@@ -242,6 +248,6 @@ def load(path: str | Path | None = None, device: str | torch.device = "auto",
             model = VoiceToneModel.untrained(device=dev)
             log.warning("no trained model at %s: using an UNTRAINED network (%s); its outputs are meaningless",
                         DEFAULT_CHECKPOINT, model.version)
-            return model.set_precision(precision)
+            return model.set_precision(precision).use_jit(jit)
     ckpt = load_checkpoint(path)
-    return VoiceToneModel.from_checkpoint(ckpt, dev).set_precision(precision)
+    return VoiceToneModel.from_checkpoint(ckpt, dev).set_precision(precision).use_jit(jit)

@@ -138,7 +138,8 @@ class Worker:
         self.settings = settings
         if model is None:
             from model import load
-            model = load(settings.model_path, device=settings.device, precision=settings.precision)
+            model = load(settings.model_path, device=settings.device, precision=settings.precision,
+                         jit=settings.jit)
         self.model = model
         self.partitions = partitions or ensure_topics(settings)
         self.processor = StreamProcessor(ProcessorConfig.from_settings(settings), model.version, model.sample_rate)

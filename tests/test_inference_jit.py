@@ -89,3 +89,14 @@ def test_network_whose_trace_bakes_lengths_falls_back(caplog):
 def test_reduced_precision_is_not_traced():
     m = VoiceToneModel.untrained(tiny_config(), device="cpu").set_precision("int8")
     assert not m.jit
+
+
+def test_jit_can_be_switched_off_from_settings(monkeypatch):
+    from voicetone.settings import Settings
+
+    monkeypatch.setenv("VOICETONE_JIT", "false")
+    s = Settings()
+    assert s.jit is False
+    assert not model.load(device="cpu", jit=s.jit).jit
+    assert model.load(device="cpu").jit
+    assert not model.load(device="cpu", precision="int8").use_jit(True).jit   # quantized layers stay eager

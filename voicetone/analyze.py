@@ -17,7 +17,8 @@ def analyze_files(settings: Settings, files: Sequence[str], frame_ms: int = 100,
     from streams.pipeline import ProcessorConfig
     from voicetone.framing import iter_frames, load_source
 
-    model = model or load(settings.model_path, device=settings.device, precision=settings.precision)
+    model = model or load(settings.model_path, device=settings.device, precision=settings.precision,
+                          jit=settings.jit)
     events: list[dict] = []
     for path in files:
         runner = OfflineRunner(model, ProcessorConfig.from_settings(settings), settings.max_batch_size)

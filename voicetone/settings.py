@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     model_path: Optional[str] = Field(None, description="Checkpoint file; the bundled default model when unset")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "int8"] = "fp32"  # int8: CPU only, ~1.4x windows/s (bench_model.py)
+    jit: bool = Field(True, description="Run the model as a traced network (one GIL release per call: the "
+                      "event loop cannot stall it; bench/gil_convoy.py); false keeps it eager")
     max_batch_size: int = Field(64, ge=1, description="Most windows in one model call")
     max_batch_wait_ms: float = Field(50.0, ge=0, description="Longest a ready window waits for others to fill a batch")
     inference_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 lets torch choose")
