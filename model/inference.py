@@ -59,10 +59,10 @@ class VoiceToneModel:
         self._staging: torch.Tensor | None = None
         self._staging_free: Any = None   # CUDA event: the last copy out of the buffer has finished
         self._staging_lock = threading.Lock()
-        # predict runs a traced copy of the network (see `_forward`); None until a window length needs one
-        self.jit = self.config.frontend == "ssl"   # a transformers front end stays eager (not checked)
+        # predict runs a traced network (see `_forward`): one trace per padded window length, made on first use
         self._traced: dict[int, Any] = {}
         self._trace_lock = threading.Lock()
+        self.use_jit(True)
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -141,8 +141,6 @@ class VoiceToneModel:
         of `version`, which every event carries, since the numbers differ."""
         if precision not in self.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(self.PRECISIONS)}, not {precision!r}")
-        if precision != "fp32":
-            self.jit = False   # traced only in fp32: autocast and quantized layers stay eager
         if precision == "int8":
             if self.device.type != "cpu":
                 raise ValueError("int8 (dynamic quantization) runs on CPU only; use bf16 on a GPU")
@@ -150,10 +148,11 @@ class VoiceToneModel:
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         if precision != "fp32":
             self.version = f"{self.version}+{precision}"
-        return self
+        return self.use_jit(self.jit)
 
     def use_jit(self, on: bool) -> "VoiceToneModel":
-        """Turn the traced forward off (or back on where the network allows it)."""
+        """Turn the traced forward off, or on where it is known to hold: our own front end in fp32
+        (a transformers front end, autocast and quantized layers stay eager)."""
         self.jit = bool(on) and self.config.frontend == "ssl" and self.autocast_dtype is None and not any(
             "quantized" in type(mod).__module__ for mod in self.net.modules())
         return self
