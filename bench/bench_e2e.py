@@ -4,14 +4,14 @@ For each run: a fresh embedded broker (tansu), the topics created with
 explicit configs, the target pipeline started as a subprocess, a readiness
 probe (one short call; the run starts once its first segment comes back), then
 the load: N concurrent channels (2 per call, the bundled 8 kHz sample calls
-looped, 100 ms pcm_s16le frames), each frame sent once its audio has
+looped, pcm_s16le frames of --frame-ms, 100 ms by default), each frame sent once its audio has
 "happened" with `ts_ms` set at send time; call starts are spread over one hop
 so windows complete evenly in time. A separate consumer (its own thread, its
 own explicit assignment) reads `sentiment.segments` and takes, per segment,
 
     latency = arrival time - send time of the window's last frame
 
-(the last frame is found from the segment's `end_ms`: seq = end_ms / 100 - 1).
+(the last frame is found from the segment's `end_ms`: seq = end_ms / frame_ms - 1).
 Only windows whose last frame was sent after the warm-up count.
 
 A run passes when p99 <= --p99-ms (1000), at least 97% of the expected windows
@@ -275,17 +275,18 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         index = {k: (i, 0) for i, k in enumerate(names)}   # (call, channel) -> (channel slot, first frame)
         keys = [k[0].encode() for k in names]
         base = list(names)
-        call_frames = int(args.call_s * 1000 / FRAME_MS) if args.call_s else 0
+        frame_ms = args.frame_ms
+        call_frames = int(args.call_s * 1000 / frame_ms) if args.call_s else 0
         generation = np.zeros(n, dtype=np.int64)
         first = np.zeros(n, dtype=np.int64)                # frame position where the current call began
         calls_ended = 0
         total_s = args.warmup + args.measure
-        max_frames = int(total_s * 1000 / FRAME_MS) + 50
+        max_frames = int(total_s * 1000 / frame_ms) + 50
         sent_at = np.zeros((n, max_frames))          # wall time each frame was sent (0: not sent)
         seqs = np.zeros(n, dtype=np.int64)
-        step = RATE * FRAME_MS // 1000
+        step = RATE * frame_ms // 1000
         t0 = time.monotonic()
-        due = t0 + offsets + FRAME_MS / 1000
+        due = t0 + offsets + frame_ms / 1000
         t_end = t0 + total_s
         wall0 = time.time()
         t_measure_wall = wall0 + args.warmup
@@ -326,7 +327,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
                         producer.poll(0.01)
                 sent_at[c, s] = ts
                 seqs[c] = s + 1
-                due[c] += FRAME_MS / 1000
+                due[c] += frame_ms / 1000
                 if end:  # the call ends; a new call takes this channel slot (soak: state must not pile up)
                     calls_ended += 1
                     generation[c] += 1
@@ -360,7 +361,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         if slot is None:
             continue
         c, begin = slot
-        s = begin + int(round(end_ms / FRAME_MS)) - 1
+        s = begin + int(round(end_ms / args.frame_ms)) - 1
         if not 0 <= s < max_frames or sent_at[c, s] == 0:
             continue
         if sent_at[c, s] < t_measure_wall:
@@ -484,6 +485,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=10.0, help="seconds of load before measuring")
     p.add_argument("--measure", type=float, default=30.0, help="seconds measured")
     p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--frame-ms", type=int, default=FRAME_MS,
+                   help="audio per frame (a divisor of the 2500 ms hop); 500 sends 5x fewer messages")
     p.add_argument("--processes", type=int, default=1,
                    help="voicetone worker processes in one consumer group (as replicas on one machine)")
     p.add_argument("--budget-s", type=float, default=0.0,
@@ -497,6 +500,8 @@ def main(argv=None) -> int:
                         "per channel for the whole run); with a long --measure this is the memory soak")
     p.add_argument("--logdir", default=os.path.join(tempfile.gettempdir(), "voicetone-bench-e2e"))
     args = p.parse_args(argv)
+    if args.frame_ms <= 0 or 2500 % args.frame_ms or RATE * args.frame_ms % 1000:
+        p.error("--frame-ms must divide the 2500 ms hop into whole frames of whole samples")
     targets = list(TARGETS) if args.target == "all" else args.target.split(",")
     load_before = load_average()
     settings = {k: v for k, v in os.environ.items() if k.startswith("VOICETONE_")}
@@ -513,7 +518,7 @@ def main(argv=None) -> int:
             r = run_once(target, args.channels, args, f"{target[:2]}{i}")
             results.append(r)
             show(r)
-    t = Table(title=f"end to end, 100 ms frames, 8 kHz; p99 bound {args.p99_ms:.0f} ms; "
+    t = Table(title=f"end to end, {args.frame_ms} ms frames, 8 kHz; p99 bound {args.p99_ms:.0f} ms; "
                     f"{args.measure:.0f} s measured after {args.warmup:.0f} s; load avg before {load_before}, "
                     f"{machine()['cpus']} CPUs")
     for col in ("target", "N", "pass", "p50 ms", "p99 ms", "windows", "growth ms", "worker CPU %", "worker RSS MB",
