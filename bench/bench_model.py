@@ -57,8 +57,13 @@ def timed(fn, device: torch.device, min_time: float, max_reps: int = 50) -> floa
 
 
 def count_flops(m: VoiceToneModel, x: np.ndarray) -> int:
-    with FlopCounterMode(display=False) as counter:
-        m.predict(x)
+    """FLOPs of one eager predict (the counter cannot see inside a traced graph)."""
+    jit, m.jit = m.jit, False
+    try:
+        with FlopCounterMode(display=False) as counter:
+            m.predict(x)
+    finally:
+        m.jit = jit
     return int(counter.get_total_flops())
 
 
@@ -86,8 +91,10 @@ def call_with_input(m: VoiceToneModel, x: np.ndarray, how: str):
 
 
 def bench_device(make, batch_sizes: list[int], precisions: list[str], min_time: float,
-                 flops_per_window: int, inputs: tuple[str, ...] = ("pinned",)) -> list[dict]:
-    """`make(precision)` loads the model at that precision (`model.load(..., precision=)`)."""
+                 flops_per_window: int, inputs: tuple[str, ...] = ("pinned",),
+                 jits: tuple[bool, ...] = (True,)) -> list[dict]:
+    """`make(precision)` loads the model at that precision (`model.load(..., precision=)`); ``jits``:
+    the traced network and/or the eager one (where a precision cannot be traced, eager only)."""
     rows = []
     made: dict[int, np.ndarray] = {}   # one set of windows per batch size (4096 windows take seconds to draw)
     reference_model = make("fp32")
@@ -99,16 +106,19 @@ def bench_device(make, batch_sizes: list[int], precisions: list[str], min_time: 
         # what reduced precision costs, on the same windows: sentiment and speech probabilities
         drift = float(np.abs(got[1] - reference[1]).max())
         drift_speech = float(np.abs(got[0] - reference[0]).max())
-        for how in (inputs if m.device.type == "cuda" else ("host",)):
-            for b in batch_sizes:
-                if b not in made:
-                    made[b] = windows(b, m.sample_rate)
-                x = made[b]
-                sec = timed(call_with_input(m, x, how), m.device, min_time)
-                rows.append({"device": m.device.type, "precision": precision, "input": how, "batch": b,
-                             "windows_per_s": b / sec, "ms_per_call": sec * 1000,
-                             "gflop_per_s": flops_per_window * b / sec / 1e9, "max_prob_diff_vs_fp32": drift,
-                             "max_speech_diff_vs_fp32": drift_speech})
+        for jit in sorted({m.use_jit(j).jit for j in jits}, reverse=True):
+            m.use_jit(jit)
+            for how in (inputs if m.device.type == "cuda" else ("host",)):
+                for b in batch_sizes:
+                    if b not in made:
+                        made[b] = windows(b, m.sample_rate)
+                    x = made[b]
+                    sec = timed(call_with_input(m, x, how), m.device, min_time)
+                    rows.append({"device": m.device.type, "precision": precision, "traced": jit, "input": how,
+                                 "batch": b, "windows_per_s": b / sec, "ms_per_call": sec * 1000,
+                                 "gflop_per_s": flops_per_window * b / sec / 1e9, "max_prob_diff_vs_fp32": drift,
+                                 "max_speech_diff_vs_fp32": drift_speech})
+        m.use_jit(True)
     return rows
 
 
@@ -131,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--ratio-batch", type=int, default=8)
     p.add_argument("--inputs", default="pinned", help=f"CUDA only, comma list of: {', '.join(INPUTS)}")
+    p.add_argument("--jit", default="on", help="comma list of on (the traced network, predict's default), off (eager)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -148,13 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]{dev}[/]: model {m.version}, {flops / 1e9:.3f} GFLOP per 5 s window")
         wanted = [p for p in precisions if not (p == "int8" and dev != "cpu")]  # int8: CPU only
         results += bench_device(lambda prec, dev=dev: model.load(args.checkpoint, device=dev, precision=prec),
-                                batch_sizes, wanted, args.min_time, flops, tuple(args.inputs.split(",")))
+                                batch_sizes, wanted, args.min_time, flops, tuple(args.inputs.split(",")),
+                                tuple(j == "on" for j in args.jit.split(",")))
         ratios[dev] = transcribe_ratio(m, args.ratio_batch, args.min_time)
     table = Table(title="voicetone predict throughput (5 s windows)")
-    for col in ("device", "precision", "input", "batch", "windows/s", "ms/call", "GFLOP/s", "live channels", "max |dp| vs fp32"):
+    for col in ("device", "precision", "traced", "input", "batch", "windows/s", "ms/call", "GFLOP/s", "live channels", "max |dp| vs fp32"):
         table.add_column(col, justify="right")
     for r in results:
-        table.add_row(r["device"], r["precision"], r["input"], str(r["batch"]), f"{r['windows_per_s']:.1f}",
+        table.add_row(r["device"], r["precision"], "yes" if r["traced"] else "no", r["input"], str(r["batch"]), f"{r['windows_per_s']:.1f}",
                       f"{r['ms_per_call']:.1f}", f"{r['gflop_per_s']:.1f}", f"{r['windows_per_s'] * 2.5:.0f}", f"{r['max_prob_diff_vs_fp32']:.1e}")
     console.print(table)
     for dev, r in ratios.items():

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The GPU checks of issue 5 in one go, sized for a machine lent for minutes:
-#   1. model throughput on CUDA (bench_model.py: batch 1-4096; fp32 through the pinned staging buffer,
+#   1. model throughput on CUDA (bench_model.py: batch 1-4096; fp32 traced and eager, through the pinned staging buffer,
 #      a plain pageable copy, and with the windows already on the GPU; bf16),
 #   2. end-to-end searches (bench_e2e.py) on the same machine and broker: voicetone with K worker
 #      processes sharing the GPU, then the naive Faust peer and the Quix peer, each search under a time budget.
@@ -47,7 +47,7 @@ stamp "test: exit $?"
 
 stamp "model throughput"
 PYTHONUNBUFFERED=1 timeout 240 $PY bench/bench_model.py --devices cuda --batch-sizes 1,8,32,128,256,512,1024,4096 \
-  --precisions fp32,bf16 --inputs pinned,pageable,device --min-time 0.3 >"$OUTDIR/model.out" 2>&1
+  --precisions fp32,bf16 --inputs pinned,pageable,device --jit on,off --min-time 0.3 >"$OUTDIR/model.out" 2>&1
 stamp "model: exit $?"; grep -E "cuda +│ +fp32 +│ +pinned" "$OUTDIR/model.out" | head -8
 
 export VOICETONE_INFERENCE_THREADS=${VOICETONE_INFERENCE_THREADS:-2}   # K processes share the cores

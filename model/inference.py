@@ -198,19 +198,25 @@ class VoiceToneModel:
         return traced(audio, lens)
 
     def _trace(self, audio: torch.Tensor, lens: torch.Tensor):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # torch.jit.trace's deprecation and tracer notes
-            traced = torch.jit.trace(self.net, (audio, lens), check_trace=False)
-        other = (lens // 2).clamp(min=1) if lens.numel() else lens
-        for ls in (lens, other):
-            want, got = self.net(audio, ls), traced(audio, ls)
-            diff = max(float((w - g).abs().max()) for w, g in zip(want, got)) if lens.numel() else 0.0
-            if not diff <= 1e-4:
-                log.warning("traced network differs from eager by %.2g on a check batch: predict stays eager "
-                            "(slower beside a busy event loop)", diff)
-                self.jit = False
-                return None
-        return traced
+        """The checked trace, or None (and eager from now on): tracing is a speed-up, never a failure."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # torch.jit.trace's deprecation and tracer notes
+                traced = torch.jit.trace(self.net, (audio, lens), check_trace=False)
+            other = (lens // 2).clamp(min=1) if lens.numel() else lens
+            diff = 0.0
+            for ls in (lens, other):
+                want, got = self.net(audio, ls), traced(audio, ls)
+                if lens.numel():
+                    diff = max(diff, *(float((w - g).abs().max()) for w, g in zip(want, got)))
+            problem = None if diff <= 1e-4 else f"the trace differs from the eager network by {diff:.2g}"
+        except Exception as exc:   # e.g. an operator the tracer cannot record, or a dispatch mode active
+            problem = f"tracing failed ({type(exc).__name__}: {exc})"
+        if problem is None:
+            return traced
+        log.warning("%s on a check batch: predict stays eager (slower beside a busy event loop)", problem)
+        self.jit = False
+        return None
 
     def transcribe(self, batch, lengths: Sequence[int] | None = None, beam: int = 1) -> list[tuple[str, str]]:
         """Full decoding: [(sentiment label, transcript)] per window."""

@@ -100,3 +100,18 @@ def test_jit_can_be_switched_off_from_settings(monkeypatch):
     assert not model.load(device="cpu", jit=s.jit).jit
     assert model.load(device="cpu").jit
     assert not model.load(device="cpu", precision="int8").use_jit(True).jit   # quantized layers stay eager
+
+
+def test_a_trace_that_fails_leaves_predict_working(caplog):
+    # tracing under an active dispatch mode (here the FLOP counter) raises inside the tracer
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = VoiceToneModel.untrained(tiny_config(), device="cpu", seed=3)
+    x = (0.1 * np.random.default_rng(4).standard_normal((2, 80000))).astype(np.float32)
+    m.jit = False
+    want = m.predict(x)
+    m.jit = True
+    with caplog.at_level(logging.WARNING, logger="model.inference"), FlopCounterMode(display=False):
+        got = m.predict(x)
+    assert not m.jit and "tracing failed" in caplog.text
+    np.testing.assert_allclose(got[1], want[1], atol=1e-6)
