@@ -48,7 +48,7 @@ stamp "test: exit $?"
 stamp "model throughput"
 PYTHONUNBUFFERED=1 timeout 240 $PY bench/bench_model.py --devices cuda --batch-sizes 1,8,32,128,256,512,1024,4096 \
   --precisions fp32,bf16 --inputs pinned,pageable,device --jit on,off --min-time 0.3 >"$OUTDIR/model.out" 2>&1
-stamp "model: exit $?"; grep -E "cuda +│ +fp32 +│ +pinned" "$OUTDIR/model.out" | head -8
+stamp "model: exit $?"; grep -E "cuda +│ +fp32 +│ +yes +│ +pinned" "$OUTDIR/model.out" | head -8
 
 export VOICETONE_INFERENCE_THREADS=${VOICETONE_INFERENCE_THREADS:-2}   # K processes share the cores
 # the GPU worker's batch size (deploy/k8s/gpu uses 128); the peers have none
