@@ -95,8 +95,9 @@ def start_target(target: str, broker: str, partitions: int, log_path: Path,
 
 
 class Targets:
-    """The target's processes: one, or --processes workers of one consumer group (as K replicas on
-    one machine would be); CPU and RSS are their sums, only the first one's metrics are scraped."""
+    """The target's processes: one, or K voicetone workers of one consumer group (as K replicas on
+    one machine would be; the peers are one process each); CPU and RSS are their sums, only the
+    first one's metrics are scraped."""
 
     def __init__(self, procs: list[subprocess.Popen]):
         self.procs = procs
@@ -104,8 +105,6 @@ class Targets:
     @classmethod
     def start(cls, target: str, k: int, broker: str, partitions: int, logdir: Path, run_tag: str,
               metrics_port: int) -> "Targets":
-        if k > 1 and target != "voicetone":
-            raise SystemExit("--processes applies to the voicetone target only (the peers are one process each)")
         procs: list[subprocess.Popen] = []
         try:
             for i in range(k):
@@ -253,13 +252,14 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         from voicetone.broker import free_port
         metrics_port = free_port() if target.startswith("voicetone") else 0
         metrics_before: dict = {}
-        proc = Targets.start(target, args.processes, broker.url, args.partitions, logdir, run_tag, metrics_port)
+        processes = args.processes if target == "voicetone" else 1   # --processes: voicetone workers
+        proc = Targets.start(target, processes, broker.url, args.partitions, logdir, run_tag, metrics_port)
         reader = SegmentReader(broker.url)
         reader.start()
         producer = Producer({"bootstrap.servers": broker.url, "linger.ms": 5, "acks": 1,
                              "queue.buffering.max.messages": 1_000_000, "log.connection.close": False})
         ready_s = wait_ready(producer, reader, proc, run_tag, args.ready_timeout,
-                             args.partitions if args.processes > 1 else 0)
+                             args.partitions if processes > 1 else 0)
         time.sleep(1.0)
         reader.take()
 
@@ -361,7 +361,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         if slot is None:
             continue
         c, begin = slot
-        s = begin + int(round(end_ms / args.frame_ms)) - 1
+        s = begin + int(round(end_ms / frame_ms)) - 1
         if not 0 <= s < max_frames or sent_at[c, s] == 0:
             continue
         if sent_at[c, s] < t_measure_wall:
@@ -392,7 +392,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     rss_fifths = [float(np.mean(part)) / 2**20 for part in np.array_split(np.asarray(rss, float), 5)
                   if len(part)] if len(rss) >= 5 else []
     r = {
-        "target": target, "processes": args.processes if target == "voicetone" else 1, "channels": n, "ready_s": round(ready_s, 1), "segments": got,
+        "target": target, "processes": processes, "channels": n, "ready_s": round(ready_s, 1), "segments": got,
         "calls_ended": calls_ended, "worker_rss_fifths_mb": [round(x, 1) for x in rss_fifths],
         "expected_windows": round(expected), "completeness": completeness,
         "p50_ms": percentile(lat_ms, 50), "p99_ms": percentile(lat_ms, 99), "max_ms": percentile(lat_ms, 100),

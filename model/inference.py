@@ -203,12 +203,10 @@ class VoiceToneModel:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")   # torch.jit.trace's deprecation and tracer notes
                 traced = torch.jit.trace(self.net, (audio, lens), check_trace=False)
-            other = (lens // 2).clamp(min=1) if lens.numel() else lens
-            diff = 0.0
-            for ls in (lens, other):
+            diff = 0.0   # predict never traces an empty batch
+            for ls in (lens, (lens // 2).clamp(min=1)):
                 want, got = self.net(audio, ls), traced(audio, ls)
-                if lens.numel():
-                    diff = max(diff, *(float((w - g).abs().max()) for w, g in zip(want, got)))
+                diff = max(diff, *(float((w - g).abs().max()) for w, g in zip(want, got)))
             problem = None if diff <= 1e-4 else f"the trace differs from the eager network by {diff:.2g}"
         except Exception as exc:   # e.g. an operator the tracer cannot record, or a dispatch mode active
             problem = f"tracing failed ({type(exc).__name__}: {exc})"
@@ -246,13 +244,10 @@ def load(path: str | Path | None = None, device: str | torch.device = "auto",
     is bundled, a deterministically seeded untrained network (with a warning).
     ``precision``: see `VoiceToneModel.set_precision`; ``jit=False`` keeps predict eager."""
     dev = resolve_device(device)
-    if path is None:
-        if DEFAULT_CHECKPOINT.exists():
-            path = DEFAULT_CHECKPOINT
-        else:
-            model = VoiceToneModel.untrained(device=dev)
-            log.warning("no trained model at %s: using an UNTRAINED network (%s); its outputs are meaningless",
-                        DEFAULT_CHECKPOINT, model.version)
-            return model.set_precision(precision).use_jit(jit)
-    ckpt = load_checkpoint(path)
-    return VoiceToneModel.from_checkpoint(ckpt, dev).set_precision(precision).use_jit(jit)
+    if path is None and not DEFAULT_CHECKPOINT.exists():
+        model = VoiceToneModel.untrained(device=dev)
+        log.warning("no trained model at %s: using an UNTRAINED network (%s); its outputs are meaningless",
+                    DEFAULT_CHECKPOINT, model.version)
+    else:
+        model = VoiceToneModel.from_checkpoint(load_checkpoint(path or DEFAULT_CHECKPOINT), dev)
+    return model.set_precision(precision).use_jit(jit)
