@@ -9,7 +9,8 @@
 #   bash bench/gpu_check.sh OUTDIR [K_PROCESSES (default 2; the fifth session ran 6, eager model)]
 #
 # Search budgets (s; a trial takes ~50 s): VT_BUDGET 150, FN_BUDGET 100, QX_BUDGET 50 (0 skips the target);
-# first N: VT_START 1000, FN_START 200, QX_START 100.
+# first N: VT_START 1000, FN_START 200, QX_START 100. A shorter model stage: MODEL_BATCHES, MODEL_PRECISIONS,
+# MODEL_INPUTS (comma lists for bench_model.py).
 #
 # The device machine has no package index: wheels for its Python (3.12) are taken from .whl/ (service and
 # Faust peer) and .whl/quix/ (Quix peer, which pins an older confluent-kafka), see docs/benchmarks.md.
@@ -46,8 +47,9 @@ timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_inference_cuda.py >>
 stamp "test: exit $?"
 
 stamp "model throughput"
-PYTHONUNBUFFERED=1 timeout 240 $PY bench/bench_model.py --devices cuda --batch-sizes 1,8,32,128,256,512,1024,4096 \
-  --precisions fp32,bf16 --inputs pinned,pageable,device --jit on,off --min-time 0.3 >"$OUTDIR/model.out" 2>&1
+PYTHONUNBUFFERED=1 timeout 240 $PY bench/bench_model.py --devices cuda --batch-sizes "${MODEL_BATCHES:-1,8,32,128,256,512,1024,4096}" \
+  --precisions "${MODEL_PRECISIONS:-fp32,bf16}" --inputs "${MODEL_INPUTS:-pinned,pageable,device}" --jit on,off \
+  --min-time 0.3 >"$OUTDIR/model.out" 2>&1
 stamp "model: exit $?"; grep -E "cuda +│ +fp32 +│ +yes +│ +pinned" "$OUTDIR/model.out" | head -8
 
 export VOICETONE_INFERENCE_THREADS=${VOICETONE_INFERENCE_THREADS:-2}   # K processes share the cores
