@@ -99,7 +99,9 @@ class LogMel(nn.Module):
         power = spec.real.pow(2) + spec.imag.pow(2)  # [B, freq, frames]
         mel = torch.matmul(power.transpose(1, 2), self.fbank)
         logmel = torch.log(mel + self.eps)
-        flen = self.frame_lengths(lengths).clamp(max=logmel.shape[1])
+        # not .clamp(max=shape): traced, a shape is a host tensor, which clamp refuses beside CUDA tensors
+        flen = self.frame_lengths(lengths)
+        flen = torch.minimum(flen, flen.new_full((), logmel.shape[1]))
         mask = length_mask(flen, logmel.shape[1])
         if self.normalize:
             logmel = masked_mean_var_norm(logmel, mask)

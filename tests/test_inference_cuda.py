@@ -27,3 +27,18 @@ def test_pinned_staging_matches_plain_copy():
     a = m.predict(batches[0], lens)
     b = m.predict(torch.as_tensor(batches[0]).double(), lens)   # other dtypes are converted on the way in
     np.testing.assert_allclose(a[1], b[1], atol=1e-5)
+
+
+def test_trace_holds_on_cuda():
+    """The traced forward must survive its checks on CUDA (a trace that records a host tensor beside CUDA
+    tensors fails there only, and predict would silently stay eager, slow beside the event loop)."""
+    m = VoiceToneModel.untrained(device="cuda").use_jit(True)
+    rng = np.random.default_rng(1)
+    x = (0.1 * rng.standard_normal((6, 16000 * 5))).astype(np.float32)
+    lens = [80000, 40000, 16000, 80000, 1000, 79999]
+    traced = m.predict(x, lens)
+    assert m.jit and m._traced, "tracing fell back to eager on CUDA"
+    m.use_jit(False)
+    eager = m.predict(x, lens)
+    np.testing.assert_allclose(traced[0], eager[0], atol=1e-4)
+    np.testing.assert_allclose(traced[1], eager[1], atol=1e-4)
