@@ -103,7 +103,8 @@ def test_jit_can_be_switched_off_from_settings(monkeypatch):
 
 
 def test_a_trace_that_fails_leaves_predict_working(caplog):
-    # tracing under an active dispatch mode (here the FLOP counter) raises inside the tracer
+    # tracing under an active dispatch mode (here the FLOP counter) records a graph that either raises
+    # when run or gives other numbers than the network: either way the check must catch it
     from torch.utils.flop_counter import FlopCounterMode
 
     m = VoiceToneModel.untrained(tiny_config(), device="cpu", seed=3)
@@ -113,5 +114,5 @@ def test_a_trace_that_fails_leaves_predict_working(caplog):
     m.jit = True
     with caplog.at_level(logging.WARNING, logger="model.inference"), FlopCounterMode(display=False):
         got = m.predict(x)
-    assert not m.jit and "tracing failed" in caplog.text
+    assert not m.jit and "predict stays eager" in caplog.text
     np.testing.assert_allclose(got[1], want[1], atol=1e-6)
