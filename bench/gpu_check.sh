@@ -6,7 +6,7 @@
 #      processes sharing the GPU, then the naive Faust peer and the Quix peer, each search under a time budget.
 # Every stage writes its own file under OUTDIR as it goes; a failing stage does not stop the next.
 #
-#   bash bench/gpu_check.sh OUTDIR [K_PROCESSES (default 2; the fifth session ran 6, eager model)]
+#   bash bench/gpu_check.sh OUTDIR [K_PROCESSES (default 2; the fifth session ran 6, the sixth 4)]
 #
 # Search budgets (s; a trial takes ~50 s): VT_BUDGET 150, FN_BUDGET 100, QX_BUDGET 50 (0 skips the target);
 # first N: VT_START 1000, FN_START 200, QX_START 100. A shorter model stage: MODEL_BATCHES, MODEL_PRECISIONS,
