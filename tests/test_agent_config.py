@@ -55,3 +55,27 @@ def test_batched_events_skip_old_offsets_and_partitions_no_longer_owned(monkeypa
     asyncio.run(w.on_events(events))
     assert [[(p, o) for _, _, p, o in b] for b in batches] == [[(0, 3), (0, 4), (0, 5)]]
     assert w.next_offset == {0: 6, 1: 0} and w.processor.frames == 3
+
+
+def test_process_settings_set_the_gil_switch_interval(monkeypatch):
+    import sys
+
+    import pydantic
+    import pytest
+
+    from voicetone.settings import Settings
+    from voicetone.worker import apply_process_settings
+
+    before = sys.getswitchinterval()
+    try:
+        monkeypatch.setenv("VOICETONE_SWITCH_INTERVAL_MS", "2")
+        apply_process_settings(Settings())
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+        monkeypatch.delenv("VOICETONE_SWITCH_INTERVAL_MS")
+        apply_process_settings(Settings())
+        assert sys.getswitchinterval() == pytest.approx(Settings().switch_interval_ms / 1000)
+    finally:
+        sys.setswitchinterval(before)
+    monkeypatch.setenv("VOICETONE_SWITCH_INTERVAL_MS", "0")
+    with pytest.raises(pydantic.ValidationError):
+        Settings()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 
 from voicetone.settings import Settings
@@ -24,6 +25,15 @@ def _hard_exit_after(seconds: float) -> None:
     t.start()
 
 
+def apply_process_settings(settings: Settings) -> None:
+    """Process-wide knobs of the worker: torch's intra-op threads, and the GIL switch interval (the model
+    thread waits up to one interval for the GIL after each eager operator while the event loop is busy)."""
+    if settings.inference_threads:
+        import torch
+        torch.set_num_threads(settings.inference_threads)
+    sys.setswitchinterval(settings.switch_interval_ms / 1000)
+
+
 def run_worker(settings: Settings) -> int:
     import faust
 
@@ -32,9 +42,7 @@ def run_worker(settings: Settings) -> int:
     from voicetone.logs import setup_logging
 
     setup_logging(settings.log_level, json=settings.log_json)
-    if settings.inference_threads:
-        import torch
-        torch.set_num_threads(settings.inference_threads)
+    apply_process_settings(settings)
     worker = Worker(settings)
     log.info("model %s on %s; %d input partitions; broker %s", worker.model.version, worker.model.device,
              worker.partitions, settings.broker)
