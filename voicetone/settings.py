@@ -55,10 +55,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1, description="Most windows in one model call")
     max_batch_wait_ms: float = Field(50.0, ge=0, description="Longest a ready window waits for others to fill a batch")
     inference_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 lets torch choose")
-    switch_interval_ms: float = Field(0.5, gt=0, le=100, description="Python's GIL switch interval in the worker "
-                                      "(sys.setswitchinterval; Python's default is 5): how long the model thread may "
-                                      "wait for the GIL beside the busy event loop (0.5: model calls ~1.5x faster "
-                                      "end to end, an eager model ~3x; docs/benchmarks.md)")
+    switch_interval_ms: float = Field(5.0, gt=0, le=100, description="Python's GIL switch interval in the worker "
+                                      "(sys.setswitchinterval; 5 is Python's default): how long the model thread may "
+                                      "wait for the GIL beside the busy event loop. 0.5 helps an eager model beside a "
+                                      "fully busy thread 8x (bench/gil_convoy.py) but made no difference end to end "
+                                      "on 2 cores (docs/benchmarks.md)")
     silence_dbfs: float = Field(-55.0, le=0, description="A window whose loudest 20 ms is below this level skips "
                                 "the model (speech 0, label no_speech); -inf: every window goes to the model")
 
