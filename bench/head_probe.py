@@ -36,7 +36,8 @@ from rich.table import Table  # noqa: E402
 
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.train.classifier_stage import asr_net_from_checkpoint  # noqa: E402
-from model.classifier import AttentionPooling  # noqa: E402
+from model.classifier import SentimentClassifier  # noqa: E402
+from model.config import ModelConfig  # noqa: E402
 from model.data.dataset import WindowDataset, collate_windows  # noqa: E402
 from model.data.manifest import read_manifest  # noqa: E402
 from model.evaluate import unweighted_accuracy  # noqa: E402
@@ -68,25 +69,19 @@ def stack_padded(xs: list[torch.Tensor], ms: list[torch.Tensor], ys: list[torch.
 
 
 class Head(nn.Module):
-    def __init__(self, kind: str, dim: int, hidden: int = 128):
+    """The shipped classifier (``pool`` or ``conv`` context: model.classifier, so the probe measures
+    what the classifier stage trains), or, probe-only, a residual BiLSTM over the frames before it."""
+
+    def __init__(self, kind: str, dim: int):
         super().__init__()
-        self.kind = kind
-        if kind == "lstm":
-            self.ctx = nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True)
-        elif kind == "conv":
-            self.ctx = nn.Sequential(nn.Conv1d(dim, dim, 5, padding=2), nn.GELU(), nn.Conv1d(dim, dim, 5, padding=2))
-        self.norm = nn.LayerNorm(dim)
-        self.pool = AttentionPooling(dim, 64)
-        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.1),
-                                 nn.Linear(hidden, 3))
+        self.cls = SentimentClassifier(ModelConfig(cls_context="pool" if kind == "lstm" else kind), in_dim=dim)
+        self.lstm = nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True) if kind == "lstm" else None
+        self.norm = nn.LayerNorm(dim) if kind == "lstm" else None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        keep = mask.unsqueeze(-1).to(x.dtype)
-        if self.kind == "lstm":
-            x = x + self.ctx(self.norm(x))[0] * keep
-        elif self.kind == "conv":
-            x = x + self.ctx((self.norm(x) * keep).transpose(1, 2)).transpose(1, 2) * keep
-        return self.mlp(self.pool(x, mask))
+        if self.lstm is not None:
+            x = x + self.lstm(self.norm(x))[0] * mask.unsqueeze(-1).to(x.dtype)
+        return self.cls(x, mask)[0]   # sentiment logits; the speech logit is not probed
 
 
 def fit(kind: str, train, test, epochs: int, seed: int = 0) -> dict[str, float]:
