@@ -6,7 +6,8 @@
 #      processes sharing the GPU, then the naive Faust peer and the Quix peer, each search under a time budget.
 # Every stage writes its own file under OUTDIR as it goes; a failing stage does not stop the next.
 #
-#   bash bench/gpu_check.sh OUTDIR [K_PROCESSES (default 2; the fifth session ran 6, the sixth 4)]
+#   bash bench/gpu_check.sh OUTDIR [K_PROCESSES (default 2; a comma list runs one search per K, e.g. 4,8;
+#                                   the fifth session ran 6, the sixth 4)]
 #
 # Search budgets (s; a trial takes ~50 s): VT_BUDGET 150, FN_BUDGET 100, QX_BUDGET 50 (0 skips the target);
 # first N: VT_START 1000, FN_START 200, QX_START 100. A shorter model stage: MODEL_BATCHES, MODEL_PRECISIONS,
@@ -63,7 +64,9 @@ e2e() {  # name, budget, then bench_e2e arguments
     --measure 20 --max-channels 20000 --bisect 1 --logdir /tmp/e2e-logs "$@" >"$OUTDIR/e2e-$name.out" 2>&1
   stamp "e2e $name: exit $?"; grep -E "N=|largest" "$OUTDIR/e2e-$name.out"
 }
-e2e voicetone "${VT_BUDGET:-150}" --target voicetone --processes "$K" --start "${VT_START:-1000}"
+for k in ${K//,/ }; do   # one search per process count; each gets VT_BUDGET
+  e2e "voicetone-k$k" "${VT_BUDGET:-150}" --target voicetone --processes "$k" --start "${VT_START:-1000}"
+done
 e2e faust-naive "${FN_BUDGET:-100}" --target faust-naive --start "${FN_START:-200}"
 e2e quix "${QX_BUDGET:-50}" --target quix --start "${QX_START:-100}"
 tar czf "$OUTDIR/logs.tgz" -C /tmp e2e-logs 2>/dev/null
