@@ -79,3 +79,24 @@ def test_process_settings_set_the_gil_switch_interval(monkeypatch):
     monkeypatch.setenv("VOICETONE_SWITCH_INTERVAL_MS", "0")
     with pytest.raises(pydantic.ValidationError):
         Settings()
+
+
+def test_process_settings_choose_the_event_loop(monkeypatch):
+    import asyncio
+    import sys
+
+    import uvloop
+
+    from voicetone.settings import Settings
+    from voicetone.worker import apply_process_settings
+
+    before_policy, before_interval = asyncio.get_event_loop_policy(), sys.getswitchinterval()
+    try:
+        monkeypatch.setenv("VOICETONE_EVENT_LOOP", "uvloop")
+        apply_process_settings(Settings())
+        loop = asyncio.new_event_loop()
+        assert isinstance(loop, uvloop.Loop)
+        loop.close()
+    finally:
+        asyncio.set_event_loop_policy(before_policy)
+        sys.setswitchinterval(before_interval)

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1, description="Most windows in one model call")
     max_batch_wait_ms: float = Field(50.0, ge=0, description="Longest a ready window waits for others to fill a batch")
     inference_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 lets torch choose")
+    event_loop: Literal["asyncio", "uvloop"] = Field("uvloop", description="The worker's event loop: uvloop runs "
+                                                     "asyncio's scheduling in C (the worker drains a backlog ~16% "
+                                                     "faster: bench/bench_drain.py); asyncio: the standard library's")
     switch_interval_ms: float = Field(5.0, gt=0, le=100, description="Python's GIL switch interval in the worker "
                                       "(sys.setswitchinterval; 5 is Python's default): how long the model thread may "
                                       "wait for the GIL beside the busy event loop. 0.5 helps an eager model beside a "

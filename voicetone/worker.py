@@ -26,12 +26,18 @@ def _hard_exit_after(seconds: float) -> None:
 
 
 def apply_process_settings(settings: Settings) -> None:
-    """Process-wide knobs of the worker: torch's intra-op threads, and the GIL switch interval (the model
-    thread waits up to one interval for the GIL after each eager operator while the event loop is busy)."""
+    """Process-wide knobs of the worker, set before Faust builds its event loop: torch's intra-op threads,
+    the GIL switch interval (the model thread waits up to one interval for the GIL after each eager operator
+    while the event loop is busy), and the event loop implementation."""
     if settings.inference_threads:
         import torch
         torch.set_num_threads(settings.inference_threads)
     sys.setswitchinterval(settings.switch_interval_ms / 1000)
+    if settings.event_loop == "uvloop":
+        import asyncio
+
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def run_worker(settings: Settings) -> int:
@@ -63,6 +69,7 @@ def run_worker(settings: Settings) -> int:
             self._on_sigterm()
 
     fw = _Worker(worker.app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    log.info("event loop %s.%s", type(fw.loop).__module__, type(fw.loop).__name__)
     try:
         fw.execute_from_commandline()
     except SystemExit as exc:

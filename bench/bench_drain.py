@@ -1,0 +1,176 @@
+"""The whole worker reading a backlog: what Faust, Kafka, decoding, windowing and publishing cost per frame.
+
+`bench_ingest.py` times the worker's ingest code in process and behind a plain consumer; this one runs the
+real worker process (`python -m voicetone worker`: Faust, aiokafka, the agent, the producer) on a topic
+filled beforehand, and reads its segment events from the start. With `--audio silence` (the default) every
+window is below the silence level, so the silence gate answers it without the model: what is measured is
+the pipeline around the model, the part the issue's "at most 30% on top of inference" is about. With
+`--audio speech` (the bundled sample calls) the model runs too.
+
+Reported per run: windows/s and frames/s from the first segment to the last (frames = windows x frames per
+2.5 s hop), the worker's CPU seconds over the same span per 1000 frames, and the ratio to a plain
+confluent-kafka consumer reading the same topic on the same broker. Runs of each setting alternate
+(`--loops asyncio,uvloop` compares the worker's event loops; any other VOICETONE_* setting can be set in
+the environment).
+
+    python bench/bench_drain.py [--channels 100] [--seconds 60] [--audio silence] [--loops asyncio,uvloop] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from _common import OUTPUT_TOPICS, create_topics, encode_frame, load_average, machine, synthetic_frames  # noqa: E402
+from bench_e2e import Targets  # noqa: E402
+from bench_ingest import consume, prefill  # noqa: E402
+from voicetone.broker import EmbeddedBroker  # noqa: E402
+
+RATE = 8000
+INPUT = "audio.frames"
+WINDOW_MS, HOP_MS = 5000, 2500
+
+
+def silent_frames(channels: int, frames_per_channel: int, frame_ms: int) -> list[tuple[bytes, bytes]]:
+    """Digital silence in the same framing and interleaving as `synthetic_frames`."""
+    zeros = bytes(2 * RATE * frame_ms // 1000)
+    out = []
+    for seq in range(frames_per_channel):
+        for c in range(channels):
+            call, ch = f"call-{c // 2:05d}", ("agent", "customer")[c % 2]
+            out.append((call.encode(), encode_frame(call, ch, seq, RATE, zeros, ts_ms=1_700_000_000_000 + seq * frame_ms)))
+    return out
+
+
+def expected_windows(channels: int, seconds: float) -> int:
+    """Full windows per channel (no end frames: a last partial window is never cut)."""
+    ms = int(seconds * 1000)
+    return channels * (0 if ms < WINDOW_MS else (ms - WINDOW_MS) // HOP_MS + 1)
+
+
+def segment_consumer(broker: str):
+    """A consumer of the segments topic from its start, assigned before the worker starts."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": broker, "group.id": f"bench-drain-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    topic = OUTPUT_TOPICS[0]
+    parts = c.list_topics(topic, timeout=20).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    return c
+
+
+def read_segments(c, expected: int, targets: Targets, timeout: float) -> dict:
+    """Segments until `expected` arrived. The span is taken from the segments' own timestamps (set by the
+    worker's producer as it sends them), the worker's CPU from samples taken meanwhile, interpolated."""
+    import numpy as np
+
+    n, stamps = 0, []                      # stamps: the first and the latest producer timestamp (ms)
+    cpu = [(time.time(), targets.cpu_seconds())]
+    deadline = time.monotonic() + timeout
+    while n < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{n} of {expected} segments within {timeout:.0f} s")
+        if targets.exited():
+            raise RuntimeError(targets.exited())
+        for m in c.consume(num_messages=1000, timeout=0.05):
+            if m.error() is None:
+                n += 1
+                ts = m.timestamp()[1]
+                stamps = [ts] if not stamps else [min(stamps[0], ts), max(stamps[-1], ts)]
+        cpu.append((time.time(), targets.cpu_seconds()))
+    first, last = stamps[0] / 1000, stamps[-1] / 1000
+    t, s = np.array([x[0] for x in cpu]), np.array([x[1] for x in cpu])
+    span = last - first
+    if span < 1.0:
+        raise RuntimeError(f"all segments within {span:.2f} s: too little work to time; raise --seconds or --channels")
+    return {"span_s": span, "cpu_s": float(np.interp(last, t, s) - np.interp(first, t, s)), "segments": n}
+
+
+def run_once(loop: str, frames, args, expected: int, tag: str) -> dict:
+    logdir = Path(args.logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(log_path=str(logdir / f"broker-{tag}.log")).start()
+    targets = None
+    try:
+        create_topics(broker.url, [INPUT, *OUTPUT_TOPICS], args.partitions)
+        prefill(broker.url, INPUT, frames, args.partitions)
+        plain = consume(broker.url, INPUT, len(frames), ingest=False)["fps"]
+        reader = segment_consumer(broker.url)
+        try:
+            os.environ["VOICETONE_EVENT_LOOP"] = loop
+            targets = Targets.start("voicetone", 1, broker.url, args.partitions, logdir, tag, 0)
+            r = read_segments(reader, expected, targets, args.timeout)
+        finally:
+            reader.close()
+    finally:
+        if targets is not None:
+            targets.stop()
+        broker.stop()
+    hop_frames = HOP_MS // args.frame_ms
+    wps = (r["segments"] - args.channels) / r["span_s"]     # after each channel's first window, one per hop
+    fps = wps * hop_frames
+    return {"loop": loop, "windows_per_s": wps, "frames_per_s": fps, "plain_consumer_fps": plain,
+            "ratio_vs_plain": fps / plain, "worker_cpu_pct": 100 * r["cpu_s"] / r["span_s"],
+            "worker_cpu_ms_per_1k_frames": 1e6 * r["cpu_s"] / (fps * r["span_s"]), **r}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--channels", type=int, default=100)
+    p.add_argument("--seconds", type=float, default=60.0, help="seconds of audio per channel")
+    p.add_argument("--frame-ms", type=int, default=100, help="must divide 2500")
+    p.add_argument("--audio", choices=("silence", "speech"), default="silence")
+    p.add_argument("--loops", default="asyncio,uvloop", help="event loops to compare, alternated")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--timeout", type=float, default=600.0, help="longest a run may take to publish every window")
+    p.add_argument("--logdir", default="/tmp/voicetone-bench-drain")
+    args = p.parse_args(argv)
+    if HOP_MS % args.frame_ms:
+        p.error("--frame-ms must divide 2500")
+    console = Console(stderr=True, width=150)
+    per_channel = int(args.seconds * 1000 / args.frame_ms)
+    frames = (silent_frames(args.channels, per_channel, args.frame_ms) if args.audio == "silence"
+              else synthetic_frames(args.channels, per_channel, args.frame_ms, RATE))
+    expected = expected_windows(args.channels, args.seconds)
+    load_before = load_average()
+    runs = []
+    for i in range(args.repeats):
+        for loop in args.loops.split(","):
+            r = run_once(loop, frames, args, expected, f"{loop[:2]}{i}")
+            runs.append(r)
+            console.print(f"  {loop:8s} {r['frames_per_s']:9,.0f} frames/s  {r['windows_per_s']:7,.0f} windows/s  "
+                          f"worker {r['worker_cpu_pct']:4.0f}% CPU, {r['worker_cpu_ms_per_1k_frames']:6.1f} CPU-ms per "
+                          f"1000 frames  plain consumer {r['plain_consumer_fps']:9,.0f} frames/s")
+    t = Table(title=f"the worker draining a backlog: {args.channels} channels x {args.seconds:.0f} s, {args.frame_ms} ms "
+                    f"frames, {args.audio}; {len(frames):,} frames, {expected:,} windows; load avg before {load_before}, "
+                    f"{machine()['cpus']} CPUs")
+    for c in ("event loop", "runs", "frames/s (best)", "windows/s (best)", "vs plain consumer (best)",
+              "worker CPU-ms per 1000 frames (each run)"):
+        t.add_column(c, justify="right")
+    for loop in args.loops.split(","):
+        rs = [r for r in runs if r["loop"] == loop]
+        best = max(rs, key=lambda r: r["frames_per_s"])
+        t.add_row(loop, str(len(rs)), f"{best['frames_per_s']:,.0f}", f"{best['windows_per_s']:,.0f}",
+                  f"{best['ratio_vs_plain']:.1%}", ", ".join(f"{r['worker_cpu_ms_per_1k_frames']:.0f}" for r in rs))
+    console.print(t)
+    print(json.dumps({"bench": "drain", "machine": {**machine(), "loadavg_before": load_before},
+                      "args": vars(args), "frames": len(frames), "expected_windows": expected, "runs": runs}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
