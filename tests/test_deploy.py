@@ -210,3 +210,14 @@ def test_dashboard_only_uses_defined_metrics():
     assert used == set(METRIC_NAMES), f"metrics not on the dashboard: {set(METRIC_NAMES) - used}"
     ds = _docs(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml")[0]["datasources"][0]
     assert all(p["datasource"]["uid"] == ds["uid"] for p in dash["panels"])
+
+
+def test_gpu_time_slicing_config_shares_each_gpu_between_workers():
+    import yaml
+
+    (cm,) = _docs(DEPLOY / "k8s" / "gpu" / "time-slicing-config.yaml")
+    assert cm["kind"] == "ConfigMap"
+    sharing = yaml.safe_load(cm["data"]["any"])["sharing"]["timeSlicing"]
+    (res,) = sharing["resources"]
+    assert res["name"] == "nvidia.com/gpu" and res["replicas"] > 1
+    assert sharing["failRequestsGreaterThanOne"] is True   # a worker must not take several slices of one GPU
