@@ -100,3 +100,22 @@ def test_process_settings_choose_the_event_loop(monkeypatch):
     finally:
         asyncio.set_event_loop_policy(before_policy)
         sys.setswitchinterval(before_interval)
+
+
+def test_a_missing_uvloop_falls_back_to_asyncio(monkeypatch, caplog):
+    import asyncio
+    import sys
+
+    from voicetone.settings import Settings
+    from voicetone.worker import apply_process_settings
+
+    before_policy, before_interval = asyncio.get_event_loop_policy(), sys.getswitchinterval()
+    monkeypatch.setitem(sys.modules, "uvloop", None)   # import uvloop raises ImportError
+    monkeypatch.setenv("VOICETONE_EVENT_LOOP", "uvloop")
+    try:
+        apply_process_settings(Settings())
+        assert asyncio.get_event_loop_policy() is before_policy
+        assert "uvloop is not installed" in caplog.text
+    finally:
+        asyncio.set_event_loop_policy(before_policy)
+        sys.setswitchinterval(before_interval)

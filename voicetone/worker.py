@@ -35,8 +35,11 @@ def apply_process_settings(settings: Settings) -> None:
     sys.setswitchinterval(settings.switch_interval_ms / 1000)
     if settings.event_loop == "uvloop":
         import asyncio
-
-        import uvloop
+        try:
+            import uvloop
+        except ImportError:   # not built for every platform (Windows): the standard loop still works
+            log.warning("VOICETONE_EVENT_LOOP=uvloop but uvloop is not installed: using asyncio's loop")
+            return
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
