@@ -106,9 +106,10 @@ def encode_frame(call_id: str, channel: str, seq: int, rate: int, audio: bytes,
 
 
 def synthetic_frames(channels: int, frames_per_channel: int, frame_ms: int, rate: int = 8000,
-                     channels_per_call: int = 2) -> list[tuple[bytes, bytes]]:
-    """(key, value) frames of `channels` concurrent channels, interleaved in time order."""
-    tracks = sample_audio(rate)
+                     channels_per_call: int = 2, silent: bool = False) -> list[tuple[bytes, bytes]]:
+    """(key, value) frames of `channels` concurrent channels, interleaved in time order; the bundled
+    sample calls, or digital silence with ``silent``."""
+    tracks = [np.zeros(rate, np.int16)] if silent else sample_audio(rate)
     step = rate * frame_ms // 1000
     names = ("agent", "customer", "c2", "c3")
     srcs = []

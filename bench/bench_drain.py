@@ -33,25 +33,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from _common import OUTPUT_TOPICS, create_topics, encode_frame, load_average, machine, synthetic_frames  # noqa: E402
-from bench_e2e import Targets  # noqa: E402
-from bench_ingest import consume, prefill  # noqa: E402
+from _common import OUTPUT_TOPICS, create_topics, load_average, machine, synthetic_frames  # noqa: E402
+from bench_e2e import INPUT, RATE, Targets  # noqa: E402
+from bench_ingest import _assignment, consume, prefill  # noqa: E402
 from voicetone.broker import EmbeddedBroker  # noqa: E402
+from voicetone.settings import Settings  # noqa: E402
 
-RATE = 8000
-INPUT = "audio.frames"
-WINDOW_MS, HOP_MS = 5000, 2500
-
-
-def silent_frames(channels: int, frames_per_channel: int, frame_ms: int) -> list[tuple[bytes, bytes]]:
-    """Digital silence in the same framing and interleaving as `synthetic_frames`."""
-    zeros = bytes(2 * RATE * frame_ms // 1000)
-    out = []
-    for seq in range(frames_per_channel):
-        for c in range(channels):
-            call, ch = f"call-{c // 2:05d}", ("agent", "customer")[c % 2]
-            out.append((call.encode(), encode_frame(call, ch, seq, RATE, zeros, ts_ms=1_700_000_000_000 + seq * frame_ms)))
-    return out
+WINDOW_MS, HOP_MS = Settings.model_fields["window_ms"].default, Settings.model_fields["hop_ms"].default
 
 
 def expected_windows(channels: int, seconds: float) -> int:
@@ -62,13 +50,11 @@ def expected_windows(channels: int, seconds: float) -> int:
 
 def segment_consumer(broker: str):
     """A consumer of the segments topic from its start, assigned before the worker starts."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
     c = Consumer({"bootstrap.servers": broker, "group.id": f"bench-drain-{uuid.uuid4().hex[:8]}",
                   "enable.auto.commit": False, "fetch.wait.max.ms": 10})
-    topic = OUTPUT_TOPICS[0]
-    parts = c.list_topics(topic, timeout=20).topics[topic].partitions
-    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    c.assign(_assignment(broker, OUTPUT_TOPICS[0]))
     return c
 
 
@@ -77,7 +63,7 @@ def read_segments(c, expected: int, targets: Targets, timeout: float) -> dict:
     worker's producer as it sends them), the worker's CPU from samples taken meanwhile, interpolated."""
     import numpy as np
 
-    n, stamps = 0, []                      # stamps: the first and the latest producer timestamp (ms)
+    n, first_ms, last_ms = 0, float("inf"), float("-inf")   # producer timestamps of the segments
     cpu = [(time.time(), targets.cpu_seconds())]
     deadline = time.monotonic() + timeout
     while n < expected:
@@ -89,9 +75,9 @@ def read_segments(c, expected: int, targets: Targets, timeout: float) -> dict:
             if m.error() is None:
                 n += 1
                 ts = m.timestamp()[1]
-                stamps = [ts] if not stamps else [min(stamps[0], ts), max(stamps[-1], ts)]
+                first_ms, last_ms = min(first_ms, ts), max(last_ms, ts)
         cpu.append((time.time(), targets.cpu_seconds()))
-    first, last = stamps[0] / 1000, stamps[-1] / 1000
+    first, last = first_ms / 1000, last_ms / 1000
     t, s = np.array([x[0] for x in cpu]), np.array([x[1] for x in cpu])
     span = last - first
     if span < 1.0:
@@ -143,8 +129,7 @@ def main(argv=None) -> int:
         p.error("--frame-ms must divide 2500")
     console = Console(stderr=True, width=150)
     per_channel = int(args.seconds * 1000 / args.frame_ms)
-    frames = (silent_frames(args.channels, per_channel, args.frame_ms) if args.audio == "silence"
-              else synthetic_frames(args.channels, per_channel, args.frame_ms, RATE))
+    frames = synthetic_frames(args.channels, per_channel, args.frame_ms, RATE, silent=args.audio == "silence")
     expected = expected_windows(args.channels, args.seconds)
     load_before = load_average()
     runs = []

@@ -1,8 +1,15 @@
-"""How the worker configures the Kafka consumer that Faust builds for it."""
+"""How the worker configures the Kafka consumer that Faust builds for it, and its process-wide settings."""
+
+import asyncio
+import sys
 
 import faust.transport.drivers.aiokafka as driver
+import pydantic
+import pytest
 
 from streams.agent import set_fetch_max_wait
+from voicetone.settings import Settings
+from voicetone.worker import apply_process_settings
 
 
 def test_fetch_wait_replaces_only_the_group_consumers_argument(monkeypatch):
@@ -25,7 +32,6 @@ def test_fetch_wait_replaces_only_the_group_consumers_argument(monkeypatch):
 def test_batched_events_skip_old_offsets_and_partitions_no_longer_owned(monkeypatch):
     """on_events: frames of a partition revoked meanwhile (still in Faust's take buffer)
     and frames already processed are dropped; the rest are ingested as one batch."""
-    import asyncio
     from types import SimpleNamespace
 
     import numpy as np
@@ -33,7 +39,6 @@ def test_batched_events_skip_old_offsets_and_partitions_no_longer_owned(monkeypa
     from schemas.audio import encode_audio
     from schemas.frames import encode_frame
     from streams.agent import Worker
-    from voicetone.settings import Settings
 
     model = SimpleNamespace(version="test", sample_rate=16000)
     w = Worker(Settings(broker="localhost:1", app_id="vt-unit"), model=model, partitions=2)
@@ -57,65 +62,40 @@ def test_batched_events_skip_old_offsets_and_partitions_no_longer_owned(monkeypa
     assert w.next_offset == {0: 6, 1: 0} and w.processor.frames == 3
 
 
-def test_process_settings_set_the_gil_switch_interval(monkeypatch):
-    import sys
+@pytest.fixture
+def process_settings_restored():
+    """apply_process_settings changes the whole process: put the switch interval and loop policy back."""
+    policy, interval = asyncio.get_event_loop_policy(), sys.getswitchinterval()
+    yield policy
+    asyncio.set_event_loop_policy(policy)
+    sys.setswitchinterval(interval)
 
-    import pydantic
-    import pytest
 
-    from voicetone.settings import Settings
-    from voicetone.worker import apply_process_settings
-
-    before = sys.getswitchinterval()
-    try:
-        monkeypatch.setenv("VOICETONE_SWITCH_INTERVAL_MS", "2")
-        apply_process_settings(Settings())
-        assert sys.getswitchinterval() == pytest.approx(0.002)
-        monkeypatch.delenv("VOICETONE_SWITCH_INTERVAL_MS")
-        apply_process_settings(Settings())
-        assert sys.getswitchinterval() == pytest.approx(Settings().switch_interval_ms / 1000)
-    finally:
-        sys.setswitchinterval(before)
+def test_process_settings_set_the_gil_switch_interval(monkeypatch, process_settings_restored):
+    monkeypatch.setenv("VOICETONE_SWITCH_INTERVAL_MS", "2")
+    apply_process_settings(Settings())
+    assert sys.getswitchinterval() == pytest.approx(0.002)
+    monkeypatch.delenv("VOICETONE_SWITCH_INTERVAL_MS")
+    apply_process_settings(Settings())
+    assert sys.getswitchinterval() == pytest.approx(Settings().switch_interval_ms / 1000)
     monkeypatch.setenv("VOICETONE_SWITCH_INTERVAL_MS", "0")
     with pytest.raises(pydantic.ValidationError):
         Settings()
 
 
-def test_process_settings_choose_the_event_loop(monkeypatch):
-    import asyncio
-    import sys
-
+def test_process_settings_choose_the_event_loop(monkeypatch, process_settings_restored):
     import uvloop
 
-    from voicetone.settings import Settings
-    from voicetone.worker import apply_process_settings
-
-    before_policy, before_interval = asyncio.get_event_loop_policy(), sys.getswitchinterval()
-    try:
-        monkeypatch.setenv("VOICETONE_EVENT_LOOP", "uvloop")
-        apply_process_settings(Settings())
-        loop = asyncio.new_event_loop()
-        assert isinstance(loop, uvloop.Loop)
-        loop.close()
-    finally:
-        asyncio.set_event_loop_policy(before_policy)
-        sys.setswitchinterval(before_interval)
+    monkeypatch.setenv("VOICETONE_EVENT_LOOP", "uvloop")
+    apply_process_settings(Settings())
+    loop = asyncio.new_event_loop()
+    assert isinstance(loop, uvloop.Loop)
+    loop.close()
 
 
-def test_a_missing_uvloop_falls_back_to_asyncio(monkeypatch, caplog):
-    import asyncio
-    import sys
-
-    from voicetone.settings import Settings
-    from voicetone.worker import apply_process_settings
-
-    before_policy, before_interval = asyncio.get_event_loop_policy(), sys.getswitchinterval()
+def test_a_missing_uvloop_falls_back_to_asyncio(monkeypatch, caplog, process_settings_restored):
     monkeypatch.setitem(sys.modules, "uvloop", None)   # import uvloop raises ImportError
     monkeypatch.setenv("VOICETONE_EVENT_LOOP", "uvloop")
-    try:
-        apply_process_settings(Settings())
-        assert asyncio.get_event_loop_policy() is before_policy
-        assert "uvloop is not installed" in caplog.text
-    finally:
-        asyncio.set_event_loop_policy(before_policy)
-        sys.setswitchinterval(before_interval)
+    apply_process_settings(Settings())
+    assert asyncio.get_event_loop_policy() is process_settings_restored
+    assert "uvloop is not installed" in caplog.text
