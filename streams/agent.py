@@ -38,6 +38,7 @@ import faust
 import numpy as np
 import orjson
 
+from streams.batch_consumer import batching_consumer
 from streams.batching import Batcher
 from streams.heap import release_free_memory
 from streams.metrics import HealthState, Metrics
@@ -127,8 +128,10 @@ def ensure_topics(settings: Settings) -> int:
     return len(meta.topics[settings.input_topic].partitions)
 
 
-#: most consumed frames ingested together (Faust's take buffer); the wait is a setting
-INGEST_BATCH_MAX = 2000
+#: most partition fetches (events of `streams.batch_consumer`) ingested together; the wait is a setting
+INGEST_FETCHES_MAX = 64
+#: fetches the frames topic's stream buffers before Faust pauses fetching (each up to a partition's fetch size)
+FRAMES_BUFFER_FETCHES = 32
 
 
 class _App(faust.App):
@@ -136,10 +139,16 @@ class _App(faust.App):
     (for Faust's web views, which the worker turns off; its own metrics are in streams/metrics.py). The
     worker is bound by the GIL in Faust's per-message path (bench/bench_drain.py)."""
 
+    batch_topics: frozenset = frozenset()   # topics whose records arrive one partition fetch per event
+
     def on_init_dependencies(self):
         deps = super().on_init_dependencies()
         self.sensors.remove(self.monitor)   # +23% frames/s draining a backlog (docs/benchmarks.md)
         return deps
+
+    def _new_consumer(self):
+        self.transport.Consumer = batching_consumer(type(self.transport).Consumer, self.batch_topics)
+        return super()._new_consumer()
 
 
 class Worker:
@@ -190,7 +199,9 @@ class Worker:
         # gap logic was seen to commit offsets nobody acknowledged); the worker
         # commits each partition's checkpoint watermark on its own.
         self.frames_topic = app.topic(s.input_topic, key_type=bytes, value_type=bytes,
-                                      key_serializer="raw", value_serializer="raw", acks=False)
+                                      key_serializer="raw", value_serializer="raw", acks=False,
+                                      maxsize=FRAMES_BUFFER_FETCHES)
+        app.batch_topics = frozenset({s.input_topic})   # one event per partition fetch: streams/batch_consumer.py
         self.out_topics = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
                            for name in (s.segments_topic, s.aggregates_topic, s.calls_topic, s.dlq_topic)}
         self.state = app.Table("partition-state", default=None, partitions=self.partitions,
@@ -200,7 +211,7 @@ class Worker:
         @app.agent(self.frames_topic, name="voicetone-frames")
         async def frames(stream):
             worker.stream = stream
-            async for events in stream.noack().take_events(INGEST_BATCH_MAX, s.ingest_batch_ms / 1000):
+            async for events in stream.noack().take_events(INGEST_FETCHES_MAX, s.ingest_batch_ms / 1000):
                 await worker.on_events(events)
 
         app.task(self._inference_loop)
@@ -354,7 +365,8 @@ class Worker:
     async def on_events(self, events) -> None:
         """Process each partition's frames in offset order, from the checkpoint on.
 
-        Faust does not guarantee that: it starts a partition wherever its
+        Each event carries one partition fetch (``streams.batch_consumer``).
+        Faust does not guarantee offset order: it starts a partition wherever its
         consumer stands (not always at our committed offset) and was seen to
         deliver a partition with a jump. Frames already processed are dropped;
         a jump ahead is filled by reading the missing offsets straight from
@@ -366,26 +378,26 @@ class Worker:
         owned = self._owned_partitions()
         batch: list[tuple[bytes, Optional[bytes], int, int]] = []
         for event in events:
-            msg = event.message
-            p = msg.partition
-            if owned is not None and p not in owned:
-                continue
-            if p not in self.restored:
-                await self._ingest(batch)
-                owned = self._owned_partitions()  # a rebalance may have come during the wait
+            p = event.message.partition
+            for rec in event.message.value:
                 if owned is not None and p not in owned:
-                    continue
-                await self._restore(p, msg.offset)
-            expected = self.next_offset.get(p, msg.offset)
-            if msg.offset < expected:
-                continue  # already processed (or covered by the checkpoint)
-            if msg.offset > expected:
-                await self._ingest(batch)
-                await self._refetch(p, expected, msg.offset)
-                owned = self._owned_partitions()
-            if p in self.restored:
-                self.next_offset[p] = msg.offset + 1
-                batch.append((msg.value, msg.key, p, msg.offset))
+                    break
+                if p not in self.restored:
+                    await self._ingest(batch)
+                    owned = self._owned_partitions()  # a rebalance may have come during the wait
+                    if owned is not None and p not in owned:
+                        break
+                    await self._restore(p, rec.offset)
+                expected = self.next_offset.get(p, rec.offset)
+                if rec.offset < expected:
+                    continue  # already processed (or covered by the checkpoint)
+                if rec.offset > expected:
+                    await self._ingest(batch)
+                    await self._refetch(p, expected, rec.offset)
+                    owned = self._owned_partitions()
+                if p in self.restored:
+                    self.next_offset[p] = rec.offset + 1
+                    batch.append((rec.value, rec.key, p, rec.offset))
         await self._ingest(batch)
 
     def _owned_partitions(self) -> Optional[set[int]]:

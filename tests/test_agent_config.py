@@ -47,16 +47,19 @@ def test_batched_events_skip_old_offsets_and_partitions_no_longer_owned(monkeypa
     w.next_offset.update({0: 3, 1: 0})
     audio = encode_audio("pcm_s16le", np.zeros(1600, np.float32))
 
-    def event(partition, offset, seq):
+    def record(partition, offset, seq):
         value = encode_frame({"call_id": f"c{partition}", "seq": seq, "sample_rate": 16000,
                               "encoding": "pcm_s16le", "audio": audio})
-        return SimpleNamespace(message=SimpleNamespace(partition=partition, offset=offset, key=f"c{partition}".encode(),
-                                                       value=value))
+        return SimpleNamespace(offset=offset, key=f"c{partition}".encode(), value=value)
+
+    def fetch(partition, *records):  # one event per partition fetch, as streams.batch_consumer makes them
+        return SimpleNamespace(message=SimpleNamespace(partition=partition, value=list(records)))
 
     batches = []
     monkeypatch.setattr(w.processor, "ingest_many", lambda b, now, f=w.processor.ingest_many: (batches.append(list(b)),
                                                                                                f(b, now))[1])
-    events = [event(0, 2, 0), event(1, 0, 0), event(0, 3, 0), event(0, 4, 1), event(1, 1, 1), event(0, 5, 2)]
+    events = [fetch(0, record(0, 2, 0)), fetch(1, record(1, 0, 0)), fetch(0, record(0, 3, 0), record(0, 4, 1)),
+              fetch(1, record(1, 1, 1)), fetch(0, record(0, 5, 2))]
     asyncio.run(w.on_events(events))
     assert [[(p, o) for _, _, p, o in b] for b in batches] == [[(0, 3), (0, 4), (0, 5)]]
     assert w.next_offset == {0: 6, 1: 0} and w.processor.frames == 3
