@@ -5,7 +5,11 @@ real worker process (`python -m voicetone worker`: Faust, aiokafka, the agent, t
 filled beforehand, and reads its segment events from the start. With `--audio silence` (the default) every
 window is below the silence level, so the silence gate answers it without the model: what is measured is
 the pipeline around the model, the part the issue's "at most 30% on top of inference" is about. With
-`--audio speech` (the bundled sample calls) the model runs too.
+`--audio speech` (the bundled sample calls) the model runs too, and the same windows are also put through
+the model path alone in this process (`run_model`: silence gate, resampling, `predict`, in batches of the
+worker's `max_batch_size`, `inference_workers` calls at once as in the worker): the drain's windows/s against that is the end-to-end cost of everything around
+the model, on the same windows, machine and batch size (the issue's "at least 70% of the model-only
+ceiling").
 
 Reported per run: windows/s and frames/s from the first segment to the last (frames = windows x frames per
 2.5 s hop), the worker's CPU seconds over the same span per 1000 frames, and the ratio to a plain
@@ -85,6 +89,35 @@ def read_segments(c, expected: int, targets: Targets, timeout: float) -> dict:
     return {"span_s": span, "cpu_s": float(np.interp(last, t, s) - np.interp(first, t, s)), "segments": n}
 
 
+def model_only(frames, settings: Settings) -> dict:
+    """Windows/s of the model path alone on the windows that `frames` make (cut untimed, in process), run as
+    the worker runs it: `inference_workers` calls at once, torch's threads divided among them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from model import load
+    from streams.pipeline import ProcessorConfig, StreamProcessor, run_model
+    from streams.silence import SilenceGate
+    from voicetone.worker import set_inference_threads
+
+    threads = set_inference_threads(settings)
+    model = load(settings.model_path, device=settings.device, precision=settings.precision, jit=settings.jit)
+    proc = StreamProcessor(ProcessorConfig.from_settings(settings), model.version, model.sample_rate)
+    windows = proc.ingest_many([(value, key, 0, None) for key, value in frames]).windows
+    gate, size = SilenceGate(proc.config.silence_dbfs), settings.max_batch_size
+    batches = [windows[i:i + size] for i in range(0, len(windows), size)]
+
+    def run(batch):
+        return run_model(model, gate, batch, [proc.rate_of(w) for w in batch])[2]
+
+    with ThreadPoolExecutor(settings.inference_workers) as pool:
+        list(pool.map(run, batches[:settings.inference_workers]))   # warm-up (and the trace)
+        started = time.perf_counter()
+        skipped = sum(pool.map(run, batches))
+        took = time.perf_counter() - started
+    return {"windows": len(windows), "silent": skipped, "windows_per_s": len(windows) / took, "batch": size,
+            "inference_workers": settings.inference_workers, "torch_threads": threads}
+
+
 def run_once(loop: str, frames, args, expected: int, tag: str) -> dict:
     logdir = Path(args.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
@@ -132,28 +165,40 @@ def main(argv=None) -> int:
     frames = synthetic_frames(args.channels, per_channel, args.frame_ms, RATE, silent=args.audio == "silence")
     expected = expected_windows(args.channels, args.seconds)
     load_before = load_average()
-    runs = []
+    runs, ceilings = [], []
     for i in range(args.repeats):
+        if args.audio == "speech":
+            ceilings.append(model_only(frames, Settings()))
+            console.print(f"  model path alone on the same windows: {ceilings[-1]['windows_per_s']:7,.0f} windows/s "
+                          f"({ceilings[-1]['silent']} of {ceilings[-1]['windows']} silent, batch {ceilings[-1]['batch']})")
         for loop in args.loops.split(","):
             r = run_once(loop, frames, args, expected, f"{loop[:2]}{i}")
             runs.append(r)
             console.print(f"  {loop:8s} {r['frames_per_s']:9,.0f} frames/s  {r['windows_per_s']:7,.0f} windows/s  "
                           f"worker {r['worker_cpu_pct']:4.0f}% CPU, {r['worker_cpu_ms_per_1k_frames']:6.1f} CPU-ms per "
                           f"1000 frames  plain consumer {r['plain_consumer_fps']:9,.0f} frames/s")
+    ceiling = max((c["windows_per_s"] for c in ceilings), default=None)
     t = Table(title=f"the worker draining a backlog: {args.channels} channels x {args.seconds:.0f} s, {args.frame_ms} ms "
                     f"frames, {args.audio}; {len(frames):,} frames, {expected:,} windows; load avg before {load_before}, "
                     f"{machine()['cpus']} CPUs")
-    for c in ("event loop", "runs", "frames/s (best)", "windows/s (best)", "vs plain consumer (best)",
-              "worker CPU-ms per 1000 frames (each run)"):
+    columns = ["event loop", "runs", "frames/s (best)", "windows/s (best)", "vs plain consumer (best)",
+               "worker CPU-ms per 1000 frames (each run)"]
+    if ceiling:
+        columns.append(f"vs model path alone ({ceiling:,.0f} windows/s, best)")
+    for c in columns:
         t.add_column(c, justify="right")
     for loop in args.loops.split(","):
         rs = [r for r in runs if r["loop"] == loop]
         best = max(rs, key=lambda r: r["frames_per_s"])
-        t.add_row(loop, str(len(rs)), f"{best['frames_per_s']:,.0f}", f"{best['windows_per_s']:,.0f}",
-                  f"{best['ratio_vs_plain']:.1%}", ", ".join(f"{r['worker_cpu_ms_per_1k_frames']:.0f}" for r in rs))
+        row = [loop, str(len(rs)), f"{best['frames_per_s']:,.0f}", f"{best['windows_per_s']:,.0f}",
+               f"{best['ratio_vs_plain']:.1%}", ", ".join(f"{r['worker_cpu_ms_per_1k_frames']:.0f}" for r in rs)]
+        t.add_row(*row, *([f"{best['windows_per_s'] / ceiling:.0%}"] if ceiling else []))
     console.print(t)
     print(json.dumps({"bench": "drain", "machine": {**machine(), "loadavg_before": load_before},
-                      "args": vars(args), "frames": len(frames), "expected_windows": expected, "runs": runs}))
+                      "args": vars(args), "frames": len(frames), "expected_windows": expected, "runs": runs,
+                      "model_only": ceilings, "vs_model_only": {
+                          loop: max(r["windows_per_s"] for r in runs if r["loop"] == loop) / ceiling
+                          for loop in args.loops.split(",")} if ceiling else None}))
     return 0
 
 

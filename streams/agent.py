@@ -31,6 +31,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
@@ -165,7 +166,7 @@ class Worker:
         self.processor = StreamProcessor(ProcessorConfig.from_settings(settings), model.version, model.sample_rate)
         self.batcher: Batcher = Batcher(settings.max_batch_size, settings.max_batch_wait_ms)
         self.gate = SilenceGate(self.processor.config.silence_dbfs)  # as the offline runner builds it
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicetone-infer")
+        self.executor = ThreadPoolExecutor(max_workers=settings.inference_workers, thread_name_prefix="voicetone-infer")
         self.to_commit: dict[int, tuple[bytes, Optional[int]]] = {}  # partition -> (checkpoint, watermark)
         self.unconfirmed: list[tuple] = []     # (topic, key, value, future) sent but not yet acknowledged
         self.closed_since_trim = 0             # channels closed since free heap memory was last given back
@@ -568,26 +569,45 @@ class Worker:
         return speech, sentiment, batch
 
     async def _inference_loop(self) -> None:
-        while True:
-            now = time.monotonic()
-            batches = self.batcher.take_ready(now)
-            if not batches:
-                deadline = self.batcher.next_deadline()
-                self.wakeup.clear()
-                timeout = None if deadline is None else max(0.0, deadline - now)
+        """Cut batches and run up to `inference_workers` of them at once; apply their results in the
+        order the batches were cut (a channel's windows are cut in order, so its segments and running
+        aggregate stay in window order whichever call finishes first)."""
+        running: deque[asyncio.Future] = deque()
+        try:
+            while True:
+                while running and running[0].done():
+                    self._apply(*running.popleft().result())
+                workers = self.settings.inference_workers
+                waiters: list[asyncio.Future] = [f for f in running if not f.done()]
+                # finished calls behind a slower one wait to be applied; at most `workers` of them
+                free = min(workers - len(waiters), 2 * workers - len(running))
+                batches = self.batcher.take_ready(time.monotonic(), free) if free > 0 else []
+                for batch in batches:
+                    running.append(asyncio.ensure_future(self._run_batch(batch)))
+                if batches:
+                    continue
+                timeout = None
+                if free > 0:   # room for another batch: also wake for new windows or the oldest's wait bound
+                    deadline = self.batcher.next_deadline()
+                    self.wakeup.clear()
+                    waiters.append(asyncio.ensure_future(self.wakeup.wait()))
+                    timeout = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=timeout if timeout is not None else 1.0)
-                except asyncio.TimeoutError:
-                    pass
-                continue
-            for batch in batches:
-                speech, sentiment, windows = await self._run_batch(batch)
-                out = self.processor.apply_results(windows, speech, sentiment)
-                self._publish(out, time.monotonic())
-                self.metrics.segments_published.inc(len(out.segments))
-                for ts in out.audio_end_ts_ms:
-                    self.metrics.observe_publish_latency(ts)
-                self.drained.set()
+                    await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if free > 0:
+                        waiters[-1].cancel()
+        finally:
+            for fut in running:   # stopping: nobody will apply them (the next owner redoes their windows)
+                fut.cancel()
+
+    def _apply(self, speech: np.ndarray, sentiment: np.ndarray, windows: list) -> None:
+        out = self.processor.apply_results(windows, speech, sentiment)
+        self._publish(out, time.monotonic())
+        self.metrics.segments_published.inc(len(out.segments))
+        for ts in out.audio_end_ts_ms:
+            self.metrics.observe_publish_latency(ts)
+        self.drained.set()
 
     # ------------------------------------------------------------ housekeeping
     async def _housekeeping(self) -> None:

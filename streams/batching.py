@@ -37,13 +37,14 @@ class Batcher(Generic[T]):
     def _pop(self, n: int) -> list[T]:
         return [self._items.popleft()[0] for _ in range(n)]
 
-    def take_ready(self, now: float) -> list[list[T]]:
+    def take_ready(self, now: float, limit: int | None = None) -> list[list[T]]:
         """Every full batch, plus the partial rest once its oldest item has
-        waited ``max_wait_ms``."""
-        out = []
-        while len(self._items) >= self.max_batch_size:
+        waited ``max_wait_ms``; at most ``limit`` batches (the rest stay queued)."""
+        out: list[list[T]] = []
+        room = float("inf") if limit is None else limit
+        while len(self._items) >= self.max_batch_size and len(out) < room:
             out.append(self._pop(self.max_batch_size))
-        if self._items and now - self._items[0][1] >= self.max_wait_s:
+        if self._items and len(out) < room and now - self._items[0][1] >= self.max_wait_s:
             out.append(self._pop(len(self._items)))
         return out
 

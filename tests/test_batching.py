@@ -47,6 +47,16 @@ def test_zero_wait_sends_partial_immediately_and_size_one_never_groups():
     assert b1.take_ready(now=0.0) == [[0], [1], [2]]
 
 
+def test_limit_takes_at_most_that_many_batches_and_keeps_the_rest_in_order():
+    b = Batcher(max_batch_size=2, max_wait_ms=0)
+    for i in range(5):
+        b.add(i, now=0.0)
+    assert b.take_ready(now=1.0, limit=0) == [] and len(b) == 5
+    assert b.take_ready(now=1.0, limit=1) == [[0, 1]]
+    assert b.take_ready(now=1.0, limit=2) == [[2, 3], [4]]
+    assert len(b) == 0
+
+
 def test_flush_returns_everything_in_bounded_batches():
     b = Batcher(max_batch_size=4, max_wait_ms=1e9)
     for i in range(10):

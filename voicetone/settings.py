@@ -54,7 +54,12 @@ class Settings(BaseSettings):
                       "event loop cannot stall it; bench/gil_convoy.py); false keeps it eager")
     max_batch_size: int = Field(64, ge=1, description="Most windows in one model call")
     max_batch_wait_ms: float = Field(50.0, ge=0, description="Longest a ready window waits for others to fill a batch")
-    inference_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 lets torch choose")
+    inference_workers: int = Field(2, ge=1, description="Model calls run at once, each in its own thread; results "
+                                   "are applied in the order the batches were cut, so each channel's segments stay in "
+                                   "order. On 2 CPU cores two calls with one torch thread each run ~1.5x the windows/s "
+                                   "of one call with two threads (bench/bench_drain.py)")
+    inference_threads: int = Field(0, ge=0, description="torch intra-op threads per process; 0: torch's default "
+                                   "divided among the inference workers (at least 1)")
     event_loop: Literal["asyncio", "uvloop"] = Field("uvloop", description="The worker's event loop: uvloop runs "
                                                      "asyncio's scheduling in C (the worker drains a backlog ~16% "
                                                      "faster: bench/bench_drain.py); asyncio: the standard library's")

@@ -25,13 +25,24 @@ def _hard_exit_after(seconds: float) -> None:
     t.start()
 
 
+def set_inference_threads(settings: Settings) -> int:
+    """torch's intra-op threads for `settings.inference_workers` concurrent model calls; returns the count.
+
+    One call on all cores pays a barrier per operator that waits for its slowest thread, and on a machine
+    shared with the event loop and the broker some thread is always late; concurrent calls on one core
+    each do not wait for each other."""
+    import torch
+
+    threads = settings.inference_threads or max(1, torch.get_num_threads() // settings.inference_workers)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def apply_process_settings(settings: Settings) -> None:
     """Process-wide knobs of the worker, set before Faust builds its event loop: torch's intra-op threads,
     the GIL switch interval (the model thread waits up to one interval for the GIL after each eager operator
     while the event loop is busy), and the event loop implementation."""
-    if settings.inference_threads:
-        import torch
-        torch.set_num_threads(settings.inference_threads)
+    set_inference_threads(settings)
     sys.setswitchinterval(settings.switch_interval_ms / 1000)
     if settings.event_loop == "uvloop":
         import asyncio
