@@ -133,6 +133,7 @@ class Targets:
 
 
 WORKER_METRICS = ("voicetone_inference_seconds", "voicetone_batch_size", "voicetone_end_to_end_latency_seconds")
+WITHIN_1S = 'voicetone_end_to_end_latency_seconds_bucket{le="1.0"}'   # windows the worker published within 1 s
 
 
 def scrape(port: int) -> dict:
@@ -145,6 +146,8 @@ def scrape(port: int) -> dict:
     except OSError:
         return out
     for line in text.splitlines():
+        if line.startswith(WITHIN_1S + " "):
+            out[WITHIN_1S] = float(line.split()[-1])
         for name in WORKER_METRICS:
             for suffix in ("_sum", "_count"):
                 if line.startswith(name + suffix + " "):
@@ -156,9 +159,14 @@ def worker_view(before: dict, after: dict) -> dict:
     def mean(name):
         n = after.get(name + "_count", 0) - before.get(name + "_count", 0)
         return (after.get(name + "_sum", 0) - before.get(name + "_sum", 0)) / n if n else float("nan")
+    published = after.get("voicetone_end_to_end_latency_seconds_count", 0) - before.get(
+        "voicetone_end_to_end_latency_seconds_count", 0)
+    within = after.get(WITHIN_1S, 0) - before.get(WITHIN_1S, 0)
     return {"worker_mean_inference_ms": mean("voicetone_inference_seconds") * 1000,
             "worker_mean_batch": mean("voicetone_batch_size"),
-            "worker_mean_publish_latency_ms": mean("voicetone_end_to_end_latency_seconds") * 1000}
+            "worker_mean_publish_latency_ms": mean("voicetone_end_to_end_latency_seconds") * 1000,
+            # the worker's own clock: audio end -> its send of the segment (the reader adds the broker's delivery)
+            "worker_published_within_1s": within / published if published else float("nan")}
 
 
 # ---------------------------------------------------------------- segment consumer
@@ -421,7 +429,8 @@ def show(r: dict) -> None:
     if "worker_mean_inference_ms" in r:
         console.print(f"    worker's own view: mean batch {r['worker_mean_batch']:.1f}, mean model call "
                       f"{r['worker_mean_inference_ms']:.0f} ms, mean audio end -> publish "
-                      f"{r['worker_mean_publish_latency_ms']:.0f} ms")
+                      f"{r['worker_mean_publish_latency_ms']:.0f} ms, published within 1 s "
+                      f"{r.get('worker_published_within_1s', float('nan')):.1%}")
 
 
 def search(target: str, args, tag: str) -> tuple[int, list[dict]]:

@@ -29,6 +29,7 @@ import base64
 import logging
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections import deque
@@ -103,6 +104,18 @@ def set_fetch_max_wait(max_wait_ms: int) -> None:
     driver.aiokafka.AIOKafkaConsumer = ShortFetchConsumer
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Raise the calling thread's niceness by `nice` (Linux threads have their own; elsewhere, or without
+    permission, the thread keeps its priority)."""
+    if not nice:
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except (AttributeError, OSError) as exc:
+        log.debug("could not lower the inference thread's priority: %s", exc)
+
+
 def ensure_topics(settings: Settings) -> int:
     """Create missing topics; return the input topic's partition count.
 
@@ -166,7 +179,8 @@ class Worker:
         self.processor = StreamProcessor(ProcessorConfig.from_settings(settings), model.version, model.sample_rate)
         self.batcher: Batcher = Batcher(settings.max_batch_size, settings.max_batch_wait_ms)
         self.gate = SilenceGate(self.processor.config.silence_dbfs)  # as the offline runner builds it
-        self.executor = ThreadPoolExecutor(max_workers=settings.inference_workers, thread_name_prefix="voicetone-infer")
+        self.executor = ThreadPoolExecutor(max_workers=settings.inference_workers, thread_name_prefix="voicetone-infer",
+                                           initializer=lower_thread_priority, initargs=(settings.inference_nice,))
         self.to_commit: dict[int, tuple[bytes, Optional[int]]] = {}  # partition -> (checkpoint, watermark)
         self.unconfirmed: list[tuple] = []     # (topic, key, value, future) sent but not yet acknowledged
         self.closed_since_trim = 0             # channels closed since free heap memory was last given back

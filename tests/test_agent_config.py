@@ -102,3 +102,21 @@ def test_a_missing_uvloop_falls_back_to_asyncio(monkeypatch, caplog, process_set
     apply_process_settings(Settings())
     assert asyncio.get_event_loop_policy() is process_settings_restored
     assert "uvloop is not installed" in caplog.text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is a Linux feature")
+def test_model_threads_run_at_a_lower_priority_than_the_event_loop():
+    import os
+    import threading
+    from types import SimpleNamespace
+
+    from streams.agent import Worker
+
+    def niceness():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    model = SimpleNamespace(version="test", sample_rate=16000)
+    for nice in (7, 0):
+        w = Worker(Settings(broker="localhost:1", app_id="vt-nice", inference_nice=nice), model=model, partitions=1)
+        assert w.executor.submit(niceness).result() == niceness() + nice
+        w.executor.shutdown()

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
                                    "are applied in the order the batches were cut, so each channel's segments stay in "
                                    "order. On 2 CPU cores two calls with one torch thread each run ~1.5x the windows/s "
                                    "of one call with two threads (bench/bench_drain.py)")
+    inference_nice: int = Field(10, ge=0, le=19, description="Niceness of the threads that run the model (Linux): "
+                                "the event loop, which receives frames and publishes events, then takes a core "
+                                "before a model call does, so a long call does not hold back the latency of every "
+                                "other window; 0 treats them alike")
     inference_threads: int = Field(0, ge=0, description="torch intra-op threads per process; 0: torch's default "
                                    "divided among the inference workers (at least 1)")
     event_loop: Literal["asyncio", "uvloop"] = Field("uvloop", description="The worker's event loop: uvloop runs "
