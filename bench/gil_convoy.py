@@ -6,7 +6,10 @@ when the holder yields, at the interpreter's switch interval (5 ms by default). 
 hundred small operators can take ~100x longer beside a busy thread (the convoy effect). The traced
 network (``VoiceToneModel.jit``, the default) runs the forward in C++ with the GIL released once.
 Prints, for eager and traced, with the default and a 0.5 ms switch interval, ms per ``predict`` alone
-and beside the busy thread, their ratio, and one JSON line.
+and beside the busy thread, their ratio, and one JSON line. The same for the numpy work before the
+model (silence gate, stacking, 8 -> 16 kHz resampling: ``streams.pipeline.model_batch``) on a batch of
+the bundled calls' windows, done as one block and window by window: each numpy call on a large array
+gives the GIL up too, which is why the worker does this work on its loop, not in the model thread.
 
     python bench/gil_convoy.py [--batch 8] [--reps 10] [--device cpu] [--threads 1]
 """
@@ -29,17 +32,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import model  # noqa: E402
 
 
-def ms_per_call(m, x, reps: int) -> float:
-    m.predict(x)   # warm-up (and the trace, on the first traced call)
+def ms_per_call(m, x, reps: int, call=None) -> float:
+    call = call or (lambda: m.predict(x))
+    call()   # warm-up (and the trace, on the first traced call)
     if m.device.type == "cuda":
         torch.cuda.synchronize()
     t = time.perf_counter()
     for _ in range(reps):
-        m.predict(x)
+        call()
     return (time.perf_counter() - t) / reps * 1000
 
 
-def beside_busy_thread(m, x, reps: int) -> float:
+def sample_windows(n: int):
+    """`n` 5 s windows of the bundled 8 kHz sample calls, as the worker cuts them, and their rates."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import synthetic_frames
+    from streams.pipeline import ProcessorConfig, StreamProcessor
+
+    proc = StreamProcessor(ProcessorConfig(), "probe", 16000)
+    frames = synthetic_frames(max(2, n), 60, 100, 8000)
+    windows = proc.ingest_many([(value, key, 0, None) for key, value in frames]).windows[:n]
+    return windows, [proc.rate_of(w) for w in windows]
+
+
+def beside_busy_thread(m, x, reps: int, call=None) -> float:
     stop = threading.Event()
 
     def busy():   # pure-Python work, as an event loop decoding frames is
@@ -52,7 +68,7 @@ def beside_busy_thread(m, x, reps: int) -> float:
     other.start()
     out: list[float] = []
     try:
-        worker = threading.Thread(target=lambda: out.append(ms_per_call(m, x, reps)))
+        worker = threading.Thread(target=lambda: out.append(ms_per_call(m, x, reps, call)))
         worker.start()
         worker.join()
     finally:
@@ -82,10 +98,25 @@ def main(argv=None) -> int:
                 busy = beside_busy_thread(m, x, args.reps)
                 rows.append({"network": "traced" if jit else "eager", "switch_interval_ms": interval * 1000,
                              "alone_ms": alone, "beside_busy_thread_ms": busy, "slowdown": busy / alone})
+        from streams.pipeline import model_batch
+        from streams.silence import SilenceGate
+
+        windows, rates = sample_windows(args.batch)
+        gate = SilenceGate()
+        prep = {"gate + resample, one block": lambda: model_batch(gate, windows, rates, m.sample_rate),
+                "gate + resample, window by window": lambda: [model_batch(gate, [w], [r], m.sample_rate)
+                                                              for w, r in zip(windows, rates)]}
+        for name, call in prep.items():
+            for interval in (default_interval, 0.0005):
+                sys.setswitchinterval(interval)
+                alone = ms_per_call(m, None, args.reps, call)
+                busy = beside_busy_thread(m, None, args.reps, call)
+                rows.append({"network": name, "switch_interval_ms": interval * 1000,
+                             "alone_ms": alone, "beside_busy_thread_ms": busy, "slowdown": busy / alone})
     finally:
         sys.setswitchinterval(default_interval)
     t = Table(title=f"predict, batch {args.batch}, {m.device.type}, {args.threads} torch thread(s), model {m.version}")
-    for col in ("network", "switch interval ms", "alone ms", "beside a busy thread ms", "slowdown"):
+    for col in ("step", "switch interval ms", "alone ms", "beside a busy thread ms", "slowdown"):
         t.add_column(col, justify="right")
     for r in rows:
         t.add_row(r["network"], f"{r['switch_interval_ms']:.1f}", f"{r['alone_ms']:.1f}",

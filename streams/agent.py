@@ -44,7 +44,7 @@ from streams.batch_consumer import batching_consumer
 from streams.batching import Batcher
 from streams.heap import release_free_memory
 from streams.metrics import HealthState, Metrics
-from streams.pipeline import Output, ProcessorConfig, StreamProcessor, run_model
+from streams.pipeline import Output, ProcessorConfig, StreamProcessor, model_batch, predict_batch
 from streams.silence import SilenceGate
 from voicetone.settings import Settings
 
@@ -553,19 +553,16 @@ class Worker:
             log.debug("committed checkpoint watermarks %s", {tp.partition: o for tp, o in offsets.items()})
 
     # ------------------------------------------------------------ inference
-    def _infer(self, windows, rates):
-        speech, sentiment, skipped = run_model(self.model, self.gate, windows, rates)
-        if skipped:
-            self.metrics.windows_silent.inc(skipped)
-        return speech, sentiment
-
     async def _run_batch(self, batch) -> tuple[np.ndarray, np.ndarray, list]:
-        """Run one batch; on failure split it, and skip single windows that fail."""
+        """Run one batch; on failure split it, and skip single windows that fail. The gate and the
+        resampling run here on the loop, only `predict` in a model thread (`streams.pipeline.ModelBatch`)."""
         loop = asyncio.get_running_loop()
         rates = [self.processor.rate_of(w) for w in batch]
         started = time.perf_counter()
         try:
-            speech, sentiment = await loop.run_in_executor(self.executor, self._infer, batch, rates)
+            cut = model_batch(self.gate, batch, rates, self.model.sample_rate)
+            answers = await loop.run_in_executor(self.executor, predict_batch, self.model, cut)
+            speech, sentiment, skipped = cut.merge(answers)
         except Exception as exc:  # out of memory, bad input to the network...
             kind = type(exc).__name__
             self.metrics.inference_errors.labels(kind=kind).inc()
@@ -577,6 +574,8 @@ class Worker:
             a = await self._run_batch(batch[:half])
             b = await self._run_batch(batch[half:])
             return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]), batch
+        if skipped:
+            self.metrics.windows_silent.inc(skipped)
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
         self.metrics.windows.inc(len(batch))

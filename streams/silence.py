@@ -27,14 +27,31 @@ Infer = Callable[[list, list], tuple[np.ndarray, np.ndarray]]
 def loudest_frame_dbfs(samples: np.ndarray, rate: int) -> float:
     """RMS level of the loudest 20 ms frame, in dB relative to full scale (-inf for digital silence)."""
     x = np.asarray(samples, dtype=np.float32)
+    return float(loudest_frame_dbfs_rows(x.reshape(1, -1), rate)[0])
+
+
+def loudest_frame_dbfs_rows(block: np.ndarray, rate: int) -> np.ndarray:
+    """`loudest_frame_dbfs` of each row of a [B, n] block, in a fixed number of numpy calls.
+
+    The worker's model thread runs this beside a busy event loop: every numpy call on a large array
+    gives up the GIL and waits up to the switch interval (5 ms) to get it back, so one call per window
+    cost a batch of 25 windows 160 ms there (bench/gil_convoy.py); per block it costs a few. Each row's
+    level is computed as if alone (reductions run along the row), so a window's decision does not
+    depend on its batch mates."""
+    x = np.asarray(block, dtype=np.float32)
+    rows, size = x.shape
+    if size == 0:
+        return np.full(rows, -np.inf)
     n = max(1, rate * FRAME_MS // 1000)
-    whole = x.size // n * n
-    frames = x[:whole].reshape(-1, n) if whole else x.reshape(1, -1)
-    energy = float(np.max(np.mean(np.square(frames, dtype=np.float64), axis=1))) if x.size else 0.0
-    if whole < x.size and whole:  # the ragged tail counts too
-        energy = max(energy, float(np.mean(np.square(x[whole:], dtype=np.float64))))
+    whole = size // n * n
+    if whole:
+        energy = np.mean(np.square(x[:, :whole].reshape(rows, -1, n), dtype=np.float64), axis=2).max(axis=1)
+        if whole < size:  # the ragged tail counts too
+            energy = np.maximum(energy, np.mean(np.square(x[:, whole:], dtype=np.float64), axis=1))
+    else:
+        energy = np.mean(np.square(x, dtype=np.float64), axis=1)
     with np.errstate(divide="ignore"):
-        return float(10.0 * np.log10(energy))
+        return 10.0 * np.log10(energy)
 
 
 class SilenceGate:
@@ -49,23 +66,39 @@ class SilenceGate:
         self.threshold_dbfs = float(threshold_dbfs)
 
     def silent(self, windows: Sequence[Any], rates: Sequence[int]) -> np.ndarray:
+        out = np.zeros(len(windows), dtype=bool)
         if self.threshold_dbfs == float("-inf"):
-            return np.zeros(len(windows), dtype=bool)
-        return np.fromiter((loudest_frame_dbfs(getattr(w, "samples", w), r) < self.threshold_dbfs
-                            for w, r in zip(windows, rates)), dtype=bool, count=len(windows))
+            return out
+        groups: dict[tuple[int, int], list[int]] = {}   # (rate, length) -> windows: one block each
+        arrays = [np.asarray(getattr(w, "samples", w)) for w in windows]
+        for i, (a, r) in enumerate(zip(arrays, rates)):
+            groups.setdefault((r, a.size), []).append(i)
+        for (rate, _), idx in groups.items():
+            block = np.stack([arrays[i] for i in idx]) if len(idx) > 1 else arrays[idx[0]].reshape(1, -1)
+            out[idx] = loudest_frame_dbfs_rows(block, rate) < self.threshold_dbfs
+        return out
+
+    def audible(self, windows: Sequence[Any], rates: Sequence[int]) -> np.ndarray:
+        """Indices of the windows the model must see."""
+        return np.flatnonzero(~self.silent(windows, rates))
+
+    @staticmethod
+    def merge(size: int, keep: np.ndarray, speech, sentiment) -> tuple[np.ndarray, np.ndarray, int]:
+        """(speech [size], sentiment [size, 3], windows skipped) from the model's answers for `keep`."""
+        if keep.size == size:
+            return np.asarray(speech, np.float32), np.asarray(sentiment, np.float32), 0
+        out_speech = np.zeros(size, dtype=np.float32)
+        out_sentiment = np.tile(SILENT_SENTIMENT, (size, 1))
+        if keep.size:
+            out_speech[keep] = speech
+            out_sentiment[keep] = sentiment
+        return out_speech, out_sentiment, size - int(keep.size)
 
     def run(self, windows: list, rates: list, infer: Infer) -> tuple[np.ndarray, np.ndarray, int]:
         """(speech [B], sentiment [B, 3], windows skipped); ``infer`` sees only the audible ones."""
-        skip = self.silent(windows, rates)
-        speech = np.zeros(len(windows), dtype=np.float32)
-        sentiment = np.tile(SILENT_SENTIMENT, (len(windows), 1))
-        keep = np.flatnonzero(~skip)
+        keep = self.audible(windows, rates)
         if keep.size == len(windows):
-            s, p = infer(windows, rates)
-            return np.asarray(s, np.float32), np.asarray(p, np.float32), 0
-        if keep.size:
-            s, p = infer([windows[i] for i in keep], [rates[i] for i in keep])
-            speech[keep] = s
-            sentiment[keep] = p
-        return speech, sentiment, int(skip.sum())
-
+            return self.merge(len(windows), keep, *infer(windows, rates))
+        if not keep.size:
+            return self.merge(len(windows), keep, None, None)
+        return self.merge(len(windows), keep, *infer([windows[i] for i in keep], [rates[i] for i in keep]))

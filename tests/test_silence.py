@@ -88,3 +88,22 @@ def test_a_silent_channel_is_answered_without_the_model(threshold):
         assert model.windows == 4 and r.silent_windows == 4
         assert all(s["sentiment"] == pytest.approx({"positive": 1 / 3, "neutral": 1 / 3, "negative": 1 / 3})
                    for s in customer)
+
+
+def test_a_batch_is_judged_in_blocks_exactly_as_window_by_window():
+    """The gate stacks windows of one rate and length into a block (a few numpy calls per batch instead of
+    some per window); each window's level must be what it is alone, whatever its batch mates."""
+    from streams.silence import loudest_frame_dbfs_rows
+
+    rng = np.random.default_rng(3)
+    windows = [tone(5, -20), np.zeros(5 * SR, np.float32), tone(5, -62), tone(5, -50),
+               (rng.standard_normal(5 * SR) * 3e-3).astype(np.float32), tone(2.37, -40), tone(0.01, -30)]
+    rates = [SR, SR, SR, SR, SR, SR, 8000]
+    gate = SilenceGate(-55.0)
+    alone = [bool(gate.silent([w], [r])[0]) for w, r in zip(windows, rates)]
+    assert alone == [False, True, True, False, False, False, False]
+    assert list(gate.silent(windows, rates)) == alone
+    block = np.stack(windows[:5])
+    levels = loudest_frame_dbfs_rows(block, SR)
+    assert [float(v) for v in levels] == [loudest_frame_dbfs(w, SR) for w in windows[:5]]   # bit for bit
+    assert float(loudest_frame_dbfs_rows(block[2:3], SR)[0]) == float(levels[2])
