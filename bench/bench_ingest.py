@@ -53,7 +53,7 @@ def processor() -> StreamProcessor:
     return StreamProcessor(ProcessorConfig(), "bench", 16000)
 
 
-BATCH = 2000  # the agent's INGEST_BATCH_MAX
+BATCH = 2000  # frames ingested together (the agent takes up to 64 partition fetches at once, ~this many when behind)
 
 
 def bench_in_process(frames, repeats: int = 1) -> dict:

@@ -7,9 +7,11 @@ wires it to Kafka:
   input topic; the worker commits each partition's offset itself, only up to
   the watermark of a checkpoint already in Kafka: the oldest frame some
   future window still needs;
-* windows from every call this worker owns are batched (size and wait bound)
-  and run through the model in a worker thread, so ingestion goes on while the
-  model computes;
+* frames arrive one partition fetch per Faust event (`streams.batch_consumer`);
+* windows from every call this worker owns are batched (size and wait bound),
+  gated and resampled on the loop, and run through the model in model threads
+  (up to `inference_workers` calls at once, results applied in the order the
+  batches were cut), so ingestion goes on while the model computes;
 * every few seconds, per partition, a checkpoint (windower state without
   audio, plus each open channel's aggregate) is written to a changelogged
   Faust table once every event published before it is acknowledged by Kafka,
@@ -150,8 +152,9 @@ FRAMES_BUFFER_FETCHES = 32
 
 class _App(faust.App):
     """Faust's app without its Monitor sensor, which records statistics for every message and stream event
-    (for Faust's web views, which the worker turns off; its own metrics are in streams/metrics.py). The
-    worker is bound by the GIL in Faust's per-message path (bench/bench_drain.py)."""
+    (for Faust's web views, which the worker turns off; its own metrics are in streams/metrics.py), and with
+    a consumer that hands over `batch_topics` one partition fetch per event: Faust's per-message path had
+    bound the worker to ~10,000 frames/s by the GIL (bench/bench_drain.py)."""
 
     batch_topics: frozenset = frozenset()   # topics whose records arrive one partition fetch per event
 
