@@ -397,9 +397,9 @@ class Worker:
         batch: list[tuple[bytes, Optional[bytes], int, int]] = []
         for event in events:
             p = event.message.partition
+            if owned is not None and p not in owned:
+                continue
             for rec in event.message.value:
-                if owned is not None and p not in owned:
-                    break
                 if p not in self.restored:
                     await self._ingest(batch)
                     owned = self._owned_partitions()  # a rebalance may have come during the wait
@@ -413,6 +413,8 @@ class Worker:
                     await self._ingest(batch)
                     await self._refetch(p, expected, rec.offset)
                     owned = self._owned_partitions()
+                    if owned is not None and p not in owned:
+                        break
                 if p in self.restored:
                     self.next_offset[p] = rec.offset + 1
                     batch.append((rec.value, rec.key, p, rec.offset))

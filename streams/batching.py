@@ -65,6 +65,16 @@ class Batcher(Generic[T]):
         return self._items[0][1] + self.max_wait_s
 
 
+def shape_groups(windows: Iterable[Any], rates: Iterable[int]) -> dict[tuple[int, int], list[int]]:
+    """Indices of the windows (``Window`` objects or 1-D arrays) by (rate, length), in order: each group
+    can be stacked into one [B, n] block and handled with one numpy call per step instead of one per
+    window (each such call may wait for the GIL beside a busy event loop)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (w, r) in enumerate(zip(windows, rates)):
+        groups.setdefault((r, np.asarray(getattr(w, "samples", w)).size), []).append(i)
+    return groups
+
+
 def stack_windows(windows: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Zero-padded float32 [B, max_len] batch and int64 lengths [B].
 

@@ -27,7 +27,7 @@ from schemas.audio import SAMPLE_WIDTH, decode_valid_audio
 from schemas.frames import WireFields, decode_frame, fast_fields, key_matches
 from schemas.resample import resample_fft_rows
 from streams.aggregation import ChannelAggregate, InvalidSegment, SegmentResult
-from streams.batching import stack_windows
+from streams.batching import shape_groups, stack_windows
 from streams.silence import DEFAULT_THRESHOLD_DBFS, SilenceGate
 from streams.windowing import CAPACITY, ChannelRegistry, Window, WindowSpec, latest_offset
 
@@ -118,19 +118,17 @@ def prepare_batch(windows: list[Window], rates: list[int], model_rate: int) -> t
 
     Windows of the same rate and length (all full windows of a rate) are
     resampled together in one FFT call."""
-    if windows and len({(r, w.samples.size) for w, r in zip(windows, rates)}) == 1:
-        # the usual batch (full windows of one rate): a fixed number of numpy calls, not one per window,
-        # since each call may wait for the GIL beside a busy event loop (streams/silence.py)
+    groups = shape_groups(windows, rates)
+    if len(groups) == 1:
+        # the usual batch (full windows of one rate): one block, so a fixed number of numpy calls
         block = np.stack([w.samples for w in windows]).astype(np.float32, copy=False)
         if rates[0] != model_rate:
             block = resample_fft_rows(block, rates[0], model_rate)
         return block, np.full(len(windows), block.shape[1], dtype=np.int64)
     converted: list = [w.samples if r == model_rate else None for w, r in zip(windows, rates)]
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (w, r) in enumerate(zip(windows, rates)):
-        if r != model_rate:
-            groups.setdefault((r, w.samples.size), []).append(i)
     for (rate, _), idx in groups.items():
+        if rate == model_rate:
+            continue
         rows = resample_fft_rows(np.stack([windows[i].samples for i in idx]), rate, model_rate)
         for i, row in zip(idx, rows):
             converted[i] = row

@@ -17,6 +17,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from streams.batching import shape_groups
+
 FRAME_MS = 20
 DEFAULT_THRESHOLD_DBFS = -55.0
 SILENT_SENTIMENT = np.full(3, 1.0 / 3.0, dtype=np.float32)
@@ -33,11 +35,9 @@ def loudest_frame_dbfs(samples: np.ndarray, rate: int) -> float:
 def loudest_frame_dbfs_rows(block: np.ndarray, rate: int) -> np.ndarray:
     """`loudest_frame_dbfs` of each row of a [B, n] block, in a fixed number of numpy calls.
 
-    The worker's model thread runs this beside a busy event loop: every numpy call on a large array
-    gives up the GIL and waits up to the switch interval (5 ms) to get it back, so one call per window
-    cost a batch of 25 windows 160 ms there (bench/gil_convoy.py); per block it costs a few. Each row's
-    level is computed as if alone (reductions run along the row), so a window's decision does not
-    depend on its batch mates."""
+    Per block, a batch costs a few numpy calls instead of some per window (each may wait for the GIL
+    beside a busy event loop: bench/gil_convoy.py). Each row's level is computed as if alone
+    (reductions run along the row), so a window's decision does not depend on its batch mates."""
     x = np.asarray(block, dtype=np.float32)
     rows, size = x.shape
     if size == 0:
@@ -69,11 +69,8 @@ class SilenceGate:
         out = np.zeros(len(windows), dtype=bool)
         if self.threshold_dbfs == float("-inf"):
             return out
-        groups: dict[tuple[int, int], list[int]] = {}   # (rate, length) -> windows: one block each
         arrays = [np.asarray(getattr(w, "samples", w)) for w in windows]
-        for i, (a, r) in enumerate(zip(arrays, rates)):
-            groups.setdefault((r, a.size), []).append(i)
-        for (rate, _), idx in groups.items():
+        for (rate, _), idx in shape_groups(arrays, rates).items():   # one block per (rate, length)
             block = np.stack([arrays[i] for i in idx]) if len(idx) > 1 else arrays[idx[0]].reshape(1, -1)
             out[idx] = loudest_frame_dbfs_rows(block, rate) < self.threshold_dbfs
         return out

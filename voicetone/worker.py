@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import threading
+from typing import Optional
 
 from voicetone.settings import Settings
 
@@ -25,6 +26,9 @@ def _hard_exit_after(seconds: float) -> None:
     t.start()
 
 
+_TORCH_DEFAULT_THREADS: Optional[int] = None
+
+
 def set_inference_threads(settings: Settings) -> int:
     """torch's intra-op threads for `settings.inference_workers` concurrent model calls; returns the count.
 
@@ -33,7 +37,10 @@ def set_inference_threads(settings: Settings) -> int:
     each do not wait for each other."""
     import torch
 
-    threads = settings.inference_threads or max(1, torch.get_num_threads() // settings.inference_workers)
+    global _TORCH_DEFAULT_THREADS
+    if _TORCH_DEFAULT_THREADS is None:   # divide torch's own default, not what an earlier call set
+        _TORCH_DEFAULT_THREADS = torch.get_num_threads()
+    threads = settings.inference_threads or max(1, _TORCH_DEFAULT_THREADS // settings.inference_workers)
     torch.set_num_threads(threads)
     return threads
 
