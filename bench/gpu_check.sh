@@ -11,7 +11,8 @@
 #
 # Search budgets (s; a trial takes ~50 s): VT_BUDGET 150, FN_BUDGET 100, QX_BUDGET 50 (0 skips the target);
 # first N: VT_START 1000, FN_START 200, QX_START 100. A shorter model stage: MODEL_BATCHES, MODEL_PRECISIONS,
-# MODEL_INPUTS (comma lists for bench_model.py).
+# MODEL_INPUTS (comma lists for bench_model.py); MODEL_STAGE=0 skips the test and the model stage. E2E_ARGS: more
+# bench_e2e.py arguments for every search (e.g. "--frame-ms 500").
 #
 # The device machine has no package index: wheels for its Python (3.12) are taken from .whl/ (service and
 # Faust peer) and .whl/quix/ (Quix peer, which pins an older confluent-kafka), see docs/benchmarks.md.
@@ -43,6 +44,7 @@ fi
 } >>"$OUTDIR/env.txt" 2>&1
 stamp "set up"; cat "$OUTDIR/env.txt" | tail -4
 
+if [ "${MODEL_STAGE:-1}" = 1 ]; then
 stamp "CUDA input-path test"
 timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_inference_cuda.py >>"$OUTDIR/env.txt" 2>&1
 stamp "test: exit $?"
@@ -52,6 +54,7 @@ PYTHONUNBUFFERED=1 timeout 240 $PY bench/bench_model.py --devices cuda --batch-s
   --precisions "${MODEL_PRECISIONS:-fp32,bf16}" --inputs "${MODEL_INPUTS:-pinned,pageable,device}" --jit on,off \
   --min-time 0.3 >"$OUTDIR/model.out" 2>&1
 stamp "model: exit $?"; grep -E "cuda +│ +fp32 +│ +yes +│ +pinned" "$OUTDIR/model.out" | head -8
+fi
 
 export VOICETONE_INFERENCE_THREADS=${VOICETONE_INFERENCE_THREADS:-2}   # K processes share the cores
 # the GPU worker's batch size (deploy/k8s/gpu uses 128); the peers have none
@@ -61,7 +64,7 @@ e2e() {  # name, budget, then bench_e2e arguments
   [ "$budget" -gt 0 ] || return 0
   stamp "e2e $name"
   PYTHONUNBUFFERED=1 timeout $(( budget + 120 )) $PY bench/bench_e2e.py --search --budget-s "$budget" --warmup 10 \
-    --measure 20 --max-channels 20000 --bisect 1 --logdir /tmp/e2e-logs "$@" >"$OUTDIR/e2e-$name.out" 2>&1
+    --measure 20 --max-channels 20000 --bisect 1 --logdir /tmp/e2e-logs ${E2E_ARGS:-} "$@" >"$OUTDIR/e2e-$name.out" 2>&1
   stamp "e2e $name: exit $?"; grep -E "N=|largest" "$OUTDIR/e2e-$name.out"
 }
 for k in ${K//,/ }; do   # one search per process count; each gets VT_BUDGET
