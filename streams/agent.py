@@ -163,6 +163,12 @@ class _App(faust.App):
         self.sensors.remove(self.monitor)   # +23% frames/s draining a backlog (docs/benchmarks.md)
         return deps
 
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        # With no sensor left Faust's per-sensor state is an empty dict, which it takes for a missing one and
+        # warns about twice per rebalance; a placeholder keeps the log for real problems.
+        self._rebalancing_sensor_state = self._rebalancing_sensor_state or {"no sensors": None}
+
     def _new_consumer(self):
         self.transport.Consumer = batching_consumer(type(self.transport).Consumer, self.batch_topics)
         return super()._new_consumer()

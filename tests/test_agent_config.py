@@ -120,3 +120,19 @@ def test_model_threads_run_at_a_lower_priority_than_the_event_loop():
         w = Worker(Settings(broker="localhost:1", app_id="vt-nice", inference_nice=nice), model=model, partitions=1)
         assert w.executor.submit(niceness).result() == niceness() + nice
         w.executor.shutdown()
+
+
+def test_an_app_without_the_monitor_sensor_rebalances_without_warnings(caplog):
+    """The worker's app drops Faust's Monitor (its only sensor); Faust then took the empty per-sensor
+    state for a missing one and logged two warnings on every rebalance."""
+    from streams.agent import _App
+
+    app = _App("test-no-monitor", broker="kafka://localhost:1", store="memory://", web_enabled=False)
+    app.on_init_dependencies()
+    assert app.monitor not in app.sensors
+    with caplog.at_level("WARNING"):
+        app.on_rebalance_start()
+        app.on_rebalance_return()
+        app.on_rebalance_end()
+    assert not [r for r in caplog.records if "sensor state" in r.getMessage()]
+    assert app.rebalancing is False
