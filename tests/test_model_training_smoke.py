@@ -141,3 +141,26 @@ def test_asr_continues_from_an_asr_checkpoint(manifest, tmp_path):
     run_classifier(TrainConfig(out=str(cls), init=str(more), steps=3, **common))
     m = model.load(cls, device="cpu")
     assert m.predict(np.zeros((1, SR), np.float32))[1].shape == (1, 3)
+
+
+def test_asr_stage_learns_a_frame_level_phone_target(manifest, tmp_path):
+    """With phone timings in the manifest (`voicetone data align`) and --phone-weight, the encoder is
+    also trained to name the phone under each frame: that loss falls and its accuracy is reported;
+    without timings the option is refused rather than silently ignored."""
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    for x in lines:   # the clips' two halves as two "phones" (chirps have no real ones): learnable from audio
+        if x.get("transcript"):
+            x["phones"] = [[x["sentiment"][:3] + "-a", 0.0, 0.5], [x["sentiment"][:3] + "-b", 0.5, 1.3]]
+    aligned = manifest.with_name("aligned.jsonl")
+    aligned.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    common = dict(batch_size=8, warmup=2, save_every=0, device="cpu", augment=False, progress=False, lr=3e-3)
+    pre = tmp_path / "pretrain.pt"
+    run_pretrain(TrainConfig(manifest=str(manifest), out=str(pre), steps=5, **common), tiny_config())
+    s = run_asr(TrainConfig(manifest=str(aligned), out=str(tmp_path / "asr.pt"), init=str(pre), steps=40,
+                            extra={"eval_items": 4, "phone_weight": 1.0}, **common))
+    assert s["last"]["phone_ce"] < s["first"]["phone_ce"] - 0.15, (s["first"], s["last"])   # ln 6 = 1.79 at chance
+    assert s["last"]["phone_acc"] > s["first"]["phone_acc"]
+    assert len(load_checkpoint(tmp_path / "asr.pt")["metrics"]["asr"]["phones"]) == 6
+    with pytest.raises(ValueError, match="phone"):
+        run_asr(TrainConfig(manifest=str(manifest), out=str(tmp_path / "x.pt"), init=str(pre), steps=1,
+                            extra={"phone_weight": 1.0}, **common))

@@ -199,6 +199,8 @@ class WindowDataset(Dataset):
             "group": dict(entry.group),
             "index": index,
             "start_s": seg_start + offset / self.sample_rate,
+            "phones": entry.phones if whole else None,   # timed against the whole segment, so only then
+            "duration_s": len(segment) / self.sample_rate if whole else self.window_n / self.sample_rate,
         }
 
 
@@ -218,4 +220,6 @@ def collate_windows(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "transcripts": [it["transcript"] for it in items],
         "groups": [it["group"] for it in items],
         "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long),
+        "phones": [it.get("phones") for it in items],
+        "durations": [float(it.get("duration_s", 0.0)) for it in items],
     }

@@ -41,6 +41,8 @@ class ManifestEntry(BaseModel):
     transcript_source: Source | None = None
     sentiment_source: Source | None = None
     split: str | None = None
+    phones: list[tuple[str, float, float]] | None = None
+    """Forced-alignment phone timings (phone, start_s, end_s) relative to the segment (`voicetone data align`)."""
 
     @model_validator(mode="after")
     def _check(self) -> "ManifestEntry":
@@ -50,6 +52,8 @@ class ManifestEntry(BaseModel):
             raise ValueError("end_s must be greater than start_s")
         if not self.speech and self.sentiment is not None:
             raise ValueError("a non-speech clip cannot carry a sentiment label")
+        if self.phones is not None and any(end < start for _, start, end in self.phones):
+            raise ValueError("phones: each end_s must be >= its start_s")
         return self
 
     @property

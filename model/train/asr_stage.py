@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
@@ -31,6 +34,26 @@ def pad_tokens(seqs: list[list[int]], device) -> torch.Tensor:
     for i, s in enumerate(seqs):
         out[i, :len(s)] = torch.tensor(s)
     return out.to(device)
+
+
+def frame_phone_labels(phones: list, durations: list[float], frames: torch.Tensor, width: int,
+                       index: dict[str, int]) -> torch.Tensor:
+    """Per encoder frame, the id of the phone sounding at its centre (-100: no phones, or past the end).
+
+    Frame i of a row covers the row's audio evenly, so its centre is at (i + 0.5) / frames of the
+    *original* clip whatever speed perturbation did to its length: the timings need no rescaling."""
+    out = torch.full((len(phones), width), -100, dtype=torch.long)
+    for row, (ph, dur, n) in enumerate(zip(phones, durations, frames.tolist())):
+        if not ph or n <= 0 or dur <= 0:
+            continue
+        starts = np.array([p[1] for p in ph], dtype=np.float64)
+        ends = np.array([p[2] for p in ph], dtype=np.float64)
+        ids = np.array([index.get(p[0], -100) for p in ph], dtype=np.int64)
+        centres = (np.arange(n) + 0.5) * dur / n
+        k = np.searchsorted(starts, centres, side="right") - 1
+        inside = (k >= 0) & (centres < ends[np.clip(k, 0, None)])
+        out[row, :n] = torch.from_numpy(np.where(inside, ids[np.clip(k, 0, None)], -100))
+    return out
 
 
 def asr_entries(entries, window_s: float):
@@ -115,6 +138,16 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
         raise ValueError(f"{tc.manifest}: no speech entries with transcript and sentiment")
     tok = CharTokenizer.build(e.transcript for e in entries)
     net = VoiceToneNet(cfg, len(tok), frontend=frontend).to(device)
+    phone_weight = float(tc.extra.get("phone_weight", 0.0))
+    phone_vocab = sorted({p[0] for e in entries for p in (e.phones or [])}) if phone_weight > 0 else []
+    if phone_weight > 0 and not phone_vocab:
+        raise ValueError(f"{tc.manifest}: --phone-weight needs phone timings (voicetone data align)")
+    phone_index = {p: i for i, p in enumerate(phone_vocab)}
+    # training only, like the decoder's role: a frame-level phone target needs no alignment search
+    phone_head = nn.Linear(cfg.d_model, len(phone_vocab)).to(device) if phone_vocab else None
+    if phone_head is not None:
+        log.info("asr: phone target on %d of %d entries, %d phones, weight %.2f",
+                 sum(1 for e in entries if e.phones), len(entries), len(phone_vocab), phone_weight)
     warm_start(net, tc.init, tok)
     freeze(net.frontend)
     aug = WaveformAugmenter(seed=tc.seed, sample_rate=cfg.sample_rate) if tc.augment else None
@@ -136,15 +169,29 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
         with torch.no_grad():
             h, mask = net.frontend(batch["audio"][keep], batch["lengths"][keep], augment=specaug)
         enc = net.asr.encode(h, mask)
-        return net.asr.loss(enc, mask, tokens)
+        out = net.asr.loss(enc, mask, tokens)
+        if phone_head is not None:
+            target = frame_phone_labels([batch["phones"][i] for i in keep], [batch["durations"][i] for i in keep],
+                                        mask.sum(1).cpu(), enc.shape[1], phone_index).to(enc.device)
+            logits = phone_head(enc).float()
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+            if torch.isfinite(ce):   # a batch without any aligned entry has no phone frames
+                out["loss"] = out["loss"] + phone_weight * ce
+            valid = target != -100
+            out["phone_ce"] = ce.detach().nan_to_num(0.0)
+            out["phone_acc"] = ((logits.argmax(-1) == target) & valid).sum() / valid.sum().clamp(min=1)
+        return out
 
-    history = train_loop(desc="asr", tc=tc, trainable={"asr": net.asr}, step_fn=step,
+    trainable = {"asr": net.asr} | ({"phones": phone_head} if phone_head is not None else {})
+    history = train_loop(desc="asr", tc=tc, trainable=trainable, step_fn=step,
                          batches=lambda s: batch_stream(dataset, order, tc, s), device=device)
     summary = summarize(history)
     plain = WindowDataset(entries, cfg.sample_rate, tc.window_s, seed=tc.seed, random_crop=False)
     evals = decode_eval(net, tok, plain, device, n=int(tc.extra.get("eval_items", 32)))
     metrics = dict(prev_metrics)
     metrics["asr"] = {k: v for k, v in summary.items() if k != "loss_curve"} | evals | {"windows": len(dataset)}
+    if phone_head is not None:
+        metrics["asr"] |= {"phone_weight": phone_weight, "phones": phone_vocab}
     save_checkpoint(tc.out, stage="asr", name=name, config=cfg.to_dict(), vocab=tok.vocab,
                     parts={"frontend": net.frontend, "asr": net.asr}, metrics=metrics, hf_config=hf_config)
     write_metrics(tc.out, "asr", summary, tc, **evals)

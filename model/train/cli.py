@@ -84,7 +84,9 @@ def _run_asr(args) -> int:
     _log_setup()
     from model.train.asr_stage import run_asr
 
-    s = run_asr(_train_config(args), _model_config(args), name=args.name)
+    tc = _train_config(args)
+    tc.extra["phone_weight"] = args.phone_weight
+    s = run_asr(tc, _model_config(args), name=args.name)
     print(json.dumps({"stage": "asr", "first_loss": s["first"]["loss"], "last_loss": s["last"]["loss"],
                       "decode_sentiment_acc": s["decode_sentiment_acc"], "decode_cer": s["decode_cer"]}))
     return 0
@@ -114,6 +116,9 @@ def add_cli(subparsers) -> None:
     _common(p, steps=5000, lr=1e-3)
     p.add_argument("--init", help="pretrain checkpoint (omit with --hf-path), or an asr checkpoint to go on from")
     p.add_argument("--hf-path", help="use a local transformers wav2vec2/HuBERT/WavLM directory as the front end")
+    p.add_argument("--phone-weight", type=float, default=0.0,
+                   help="weight of a frame-level phone loss on the encoder (needs phone timings in the manifest: "
+                        "voicetone data align); 0 (default): CTC + decoder only")
     _with_config_flags(p)
     p.set_defaults(func=_run_asr)
 
