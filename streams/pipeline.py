@@ -17,7 +17,7 @@ import base64
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable, Collection, Iterable, Optional
 
 import numpy as np
 
@@ -355,11 +355,13 @@ class StreamProcessor:
             if ch is not None:
                 self._close(ckey, ch, ended_by, windows, out)
 
-    def expire_idle(self, now: float) -> Output:
-        """End channels that sent nothing for the idle timeout."""
+    def expire_idle(self, now: float, hold: Collection[int] = ()) -> Output:
+        """End channels that sent nothing for the idle timeout, except on the partitions in ``hold``
+        (the worker holds those whose frames are still waiting in Kafka: a backlog is not silence)."""
         out = Output()
-        for reg in list(self.registries.values()):
-            self._close_all(reg.expire_idle(now), "idle_timeout", out)
+        for (partition, _), reg in list(self.registries.items()):
+            if partition not in hold:
+                self._close_all(reg.expire_idle(now), "idle_timeout", out)
         return out
 
     def finish_all(self, now: float = 0.0) -> Output:

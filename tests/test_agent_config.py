@@ -136,3 +136,30 @@ def test_an_app_without_the_monitor_sensor_rebalances_without_warnings(caplog):
         app.on_rebalance_end()
     assert not [r for r in caplog.records if "sensor state" in r.getMessage()]
     assert app.rebalancing is False
+
+
+def test_housekeeping_does_not_end_channels_of_a_partition_with_a_backlog(monkeypatch):
+    """The worker's idle clock is its own: while a partition's frames wait in Kafka (lag > 0) its
+    channels are not ended, or the rest of each call would be dead-lettered as frames after its end."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from schemas.audio import encode_audio
+    from schemas.frames import encode_frame
+    from streams.agent import Worker
+
+    model = SimpleNamespace(version="test", sample_rate=16000)
+    w = Worker(Settings(broker="localhost:1", app_id="vt-unit", idle_timeout_s=30), model=model, partitions=2)
+    w.restored.update({0, 1})
+    audio = encode_audio("pcm_s16le", np.zeros(1600, np.float32))
+    for partition in (0, 1):
+        value = encode_frame({"call_id": f"c{partition}", "seq": 0, "sample_rate": 16000,
+                              "encoding": "pcm_s16le", "audio": audio})
+        w.processor.ingest_many([(value, f"c{partition}".encode(), partition, 0)], now=0.0)
+    sent = []
+    monkeypatch.setattr(w, "_send", lambda topic, key, value: sent.append(key))
+    w._expire_idle(100.0, {0: 250, 1: 0})
+    assert w.processor.open_channels == 1 and sent and set(sent) == {b"c1"}
+    w._expire_idle(100.0, {0: 0})
+    assert w.processor.open_channels == 0

@@ -126,6 +126,18 @@ def test_idle_timeout_ends_channel_with_partial_window():
     assert p.open_channels == 0 and p.registries[(0, 16000)].get("c", "0") is None
 
 
+def test_idle_timeout_waits_on_held_partitions():
+    """A partition whose frames still wait in Kafka is held: its channels are not idle, others are."""
+    p = StreamProcessor(ProcessorConfig(idle_timeout_s=30), "v")
+    for partition, call in ((0, "a"), (1, "b")):
+        for i, (k, v) in enumerate(frames(call, "0", tone(1.0, 300), end=False)):
+            p.ingest(v, k, partition, i, now=0.0)
+    out = p.expire_idle(now=100.0, hold={0})
+    assert {w.call_id for w in out.windows} == {"b"}
+    assert p.expire_idle(now=100.0, hold={0}).windows == []
+    assert {w.call_id for w in p.expire_idle(now=100.0).windows} == {"a"}   # caught up: now it is idle
+
+
 def test_nan_model_output_is_dead_lettered_not_published():
     p = StreamProcessor(ProcessorConfig(), "v")
     windows = []
