@@ -33,7 +33,7 @@ import model  # noqa: E402
 from _common import sample_audio, synthetic_frames  # noqa: E402
 from model.data.dataset import AudioCache  # noqa: E402
 from model.data.manifest import read_manifest  # noqa: E402
-from model.evaluate import SAMPLE_RATE, _clip_audio, _run_windows, window_starts  # noqa: E402
+from model.evaluate import SAMPLE_RATE, _run_windows, window_starts  # noqa: E402
 from streams.offline import OfflineRunner  # noqa: E402
 from streams.pipeline import ProcessorConfig  # noqa: E402
 from streams.silence import loudest_frame_dbfs  # noqa: E402
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
 
     entries = list(read_manifest(args.manifest))
     cache = AudioCache(SAMPLE_RATE, 256 << 20)
-    clips = [_clip_audio(cache, e) for e in entries]
+    clips = [cache.segment(e) for e in entries]
     owner, level = levels_of(clips, SAMPLE_RATE)
     m = model.load(args.model, device="cpu")
     owner2, speech_prob, _ = _run_windows(m, clips, int(WINDOW_S * SAMPLE_RATE), int(HOP_S * SAMPLE_RATE), 32, True)

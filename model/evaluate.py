@@ -197,13 +197,6 @@ def combine_windows(speech: np.ndarray, sentiment: np.ndarray) -> tuple[float, n
     return float(speech.mean()), probs / probs.sum()
 
 
-def _clip_audio(cache, entry: ManifestEntry) -> np.ndarray:
-    audio = cache.get(entry.audio)
-    a = int(round((entry.start_s or 0.0) * SAMPLE_RATE))
-    b = len(audio) if entry.end_s is None else int(round(entry.end_s * SAMPLE_RATE))
-    return audio[min(a, len(audio)):min(b, len(audio))]
-
-
 def _progress(enabled: bool, label: str, total: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -275,7 +268,7 @@ def evaluate_model(
 
     entries = list(entries)
     cache = AudioCache(SAMPLE_RATE, 256 << 20)
-    clips = [_clip_audio(cache, e) for e in entries]
+    clips = [cache.segment(e) for e in entries]
     window_n, hop_n = int(window_s * SAMPLE_RATE), int(hop_s * SAMPLE_RATE)
     owner, w_speech, w_sentiment = _run_windows(model, clips, window_n, hop_n, batch_size, progress)
     records = []

@@ -14,12 +14,12 @@ import argparse
 import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from model.data.dataset import AudioCache
-from model.data.manifest import ManifestEntry, read_manifest, write_manifest
+from model.data.manifest import ManifestEntry, collect_entries, read_manifest, write_manifest
 
 SAMPLE_RATE = 16000
 FRAME_S = 0.01        # PocketSphinx's frame shift
@@ -82,10 +82,7 @@ def align_entry(entry: ManifestEntry, aligner: PhoneAligner, cache: AudioCache) 
     """The entry with `phones` set (times relative to its segment), or unchanged when it cannot be aligned."""
     if not entry.speech or not entry.transcript:
         return entry
-    audio = cache.get(entry.audio)
-    a = int(round((entry.start_s or 0.0) * SAMPLE_RATE))
-    b = int(round(entry.end_s * SAMPLE_RATE)) if entry.end_s is not None else len(audio)
-    phones = aligner.align(audio[a:b], entry.transcript)
+    phones = aligner.align(cache.segment(entry), entry.transcript)
     if phones is None:
         return entry
     return entry.model_copy(update={"phones": [tuple(p) for p in phones]})
@@ -96,25 +93,9 @@ def align_manifest(entries: Sequence[ManifestEntry], workers: int = 1, progress:
     entries = list(entries)
     if workers <= 1:
         aligner, cache = PhoneAligner(), AudioCache(SAMPLE_RATE, 64 << 20)
-        results: Iterable[ManifestEntry] = (align_entry(e, aligner, cache) for e in entries)
-        return _with_progress(results, len(entries), progress)
+        return collect_entries((align_entry(e, aligner, cache) for e in entries), len(entries), "aligning", progress)
     with ProcessPoolExecutor(workers) as pool:
-        return _with_progress(pool.map(_align_one, entries, chunksize=16), len(entries), progress)
-
-
-def _with_progress(results: Iterable[ManifestEntry], total: int, progress: bool) -> list[ManifestEntry]:
-    if not progress:
-        return list(results)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    out = []
-    with Progress(TextColumn("aligning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as bar:
-        task = bar.add_task("", total=total)
-        for entry in results:
-            out.append(entry)
-            bar.advance(task)
-    return out
+        return collect_entries(pool.map(_align_one, entries, chunksize=16), len(entries), "aligning", progress)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -85,6 +85,13 @@ class AudioCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def segment(self, entry: ManifestEntry) -> np.ndarray:
+        """The entry's [start_s, end_s) span of its recording (the whole recording without them)."""
+        audio = self.get(entry.audio)
+        a = int(round((entry.start_s or 0.0) * self.sample_rate))
+        b = len(audio) if entry.end_s is None else int(round(entry.end_s * self.sample_rate))
+        return audio[min(a, len(audio)):min(b, len(audio))]
+
 
 class WindowDataset(Dataset):
     """Items are windows of ``window_s`` seconds from the entries' audio.

@@ -98,6 +98,21 @@ def read_manifest(path: str | Path, resolve: bool = True) -> list[ManifestEntry]
     return entries
 
 
+def collect_entries(entries: Iterable[ManifestEntry], total: int, label: str, progress: bool = True) -> list[ManifestEntry]:
+    """The entries of a pass over a manifest as a list, with a progress bar while they come."""
+    if not progress:
+        return list(entries)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    out = []
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("", total=total)
+        for entry in entries:
+            out.append(entry)
+            bar.advance(task)
+    return out
+
+
 def write_manifest(path: str | Path, entries: Iterable[ManifestEntry], relative: bool = True) -> None:
     """Write entries as JSON lines, omitting unset fields.
 

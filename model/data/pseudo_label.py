@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from model.data.dataset import AudioCache
-from model.data.manifest import SENTIMENTS, ManifestEntry
+from model.data.manifest import SENTIMENTS, ManifestEntry, collect_entries
 
 SAMPLE_RATE = 16000
 
@@ -129,13 +129,6 @@ class ModelTranscriber:
         return " ".join(t for t in texts if t)
 
 
-def _segment(cache: AudioCache, entry: ManifestEntry) -> np.ndarray:
-    audio = cache.get(entry.audio)
-    a = int(round((entry.start_s or 0.0) * SAMPLE_RATE))
-    b = len(audio) if entry.end_s is None else int(round(entry.end_s * SAMPLE_RATE))
-    return audio[min(a, len(audio)):min(b, len(audio))]
-
-
 def pseudo_label_entry(
     entry: ManifestEntry,
     transcriber: Transcriber | None,
@@ -153,7 +146,7 @@ def pseudo_label_entry(
     update: dict = {}
     text = entry.transcript
     if text is None and transcriber is not None:
-        text = transcriber.transcribe(_segment(cache, entry)).strip() or None
+        text = transcriber.transcribe(cache.segment(entry)).strip() or None
         if text is not None:
             update.update(transcript=text, transcript_source="pseudo")
     if entry.sentiment is None and labeller is not None and text:
@@ -174,18 +167,8 @@ def pseudo_label_manifest(
     """Every entry, with only its missing transcript/sentiment filled and marked pseudo."""
     entries = list(entries)
     cache = AudioCache(SAMPLE_RATE, cache_bytes)
-    out: list[ManifestEntry] = []
-    if not progress:
-        return [pseudo_label_entry(e, transcriber, labeller, cache) for e in entries]
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("pseudo-labelling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("", total=len(entries))
-        for entry in entries:
-            out.append(pseudo_label_entry(entry, transcriber, labeller, cache))
-            bar.advance(task)
-    return out
+    return collect_entries((pseudo_label_entry(e, transcriber, labeller, cache) for e in entries), len(entries),
+                           "pseudo-labelling", progress)
 
 
 def label_counts(entries: Sequence[ManifestEntry]) -> dict[str, int]:
