@@ -7,6 +7,7 @@ peers' own virtual environment (bench/.venv-quix) can import it too.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Iterable, Optional
@@ -21,6 +22,14 @@ SAMPLES = ROOT / "voicetone" / "samples"
 # input topic from the broker, and tansu answers nothing unless they were set.
 TOPIC_CONFIG = {"retention.ms": str(7 * 24 * 3600 * 1000), "retention.bytes": "-1", "cleanup.policy": "delete"}
 OUTPUT_TOPICS = ("sentiment.segments", "sentiment.aggregates", "sentiment.calls", "audio.frames.dlq")
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (timeout, kill, CI cancel) into SystemExit, so the benchmark's `finally` blocks
+    stop the broker and workers it started instead of leaving them running."""
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, _exit)
 
 
 def load_average() -> str:

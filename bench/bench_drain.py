@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from _common import OUTPUT_TOPICS, create_topics, load_average, machine, synthetic_frames  # noqa: E402
+from _common import OUTPUT_TOPICS, create_topics, exit_on_sigterm, load_average, machine, synthetic_frames  # noqa: E402
 from bench_e2e import INPUT, RATE, Targets  # noqa: E402
 from bench_ingest import _assignment, consume, prefill  # noqa: E402
 from voicetone.broker import EmbeddedBroker  # noqa: E402
@@ -147,6 +147,7 @@ def run_once(loop: str, frames, args, expected: int, tag: str) -> dict:
 
 
 def main(argv=None) -> int:
+    exit_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--channels", type=int, default=100)
     p.add_argument("--seconds", type=float, default=60.0, help="seconds of audio per channel")

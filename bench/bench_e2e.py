@@ -50,7 +50,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from _common import (OUTPUT_TOPICS, ChannelAudio, cpu_seconds, create_topics, encode_frame,  # noqa: E402
-                     load_average, machine, percentile, rss_bytes, sample_audio)
+                     exit_on_sigterm, load_average, machine, percentile, rss_bytes,
+                     sample_audio)
 from voicetone.broker import EmbeddedBroker, stop_process_group  # noqa: E402
 from voicetone.demo import FAST_GROUP  # noqa: E402
 
@@ -484,6 +485,7 @@ def search(target: str, args, tag: str) -> tuple[int, list[dict]]:
 
 
 def main(argv=None) -> int:
+    exit_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--target", default="voicetone", help="comma list of: voicetone, faust-naive, quix; or all")
     p.add_argument("--channels", type=int, default=40, help="concurrent channels (without --search)")

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from _common import create_topics, load_average, machine, synthetic_frames  # noqa: E402
+from _common import create_topics, exit_on_sigterm, load_average, machine, synthetic_frames  # noqa: E402
 from schemas.frames import decode_frame  # noqa: E402
 from streams.pipeline import ProcessorConfig, StreamProcessor  # noqa: E402
 
@@ -179,6 +179,7 @@ def consume_aiokafka(broker: str, topic: str, expected: int, timeout: float = 12
 
 
 def main(argv=None) -> int:
+    exit_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=60.0, help="seconds of audio per channel (default 60)")
     p.add_argument("--channels", type=int, default=100, help="concurrent channels (default 100)")

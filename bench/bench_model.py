@@ -142,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ratio-batch", type=int, default=8)
     p.add_argument("--inputs", default="pinned", help=f"CUDA only, comma list of: {', '.join(INPUTS)}")
     p.add_argument("--jit", default="on", help="comma list of on (the traced network, predict's default), off (eager)")
+    p.add_argument("--cpu-max-batch", type=int, default=None,
+                   help="windows per forward on CPU (predict splits larger batches; 0: one forward; "
+                        "default: the model's, VoiceToneModel.cpu_max_batch)")
     args = p.parse_args(argv)
+    if args.cpu_max_batch is not None:
+        VoiceToneModel.cpu_max_batch = args.cpu_max_batch
     if args.threads:
         torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -162,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                                 batch_sizes, wanted, args.min_time, flops, tuple(args.inputs.split(",")),
                                 tuple(j == "on" for j in args.jit.split(",")))
         ratios[dev] = transcribe_ratio(m, args.ratio_batch, args.min_time)
-    table = Table(title="voicetone predict throughput (5 s windows)")
+    chunk = VoiceToneModel.cpu_max_batch
+    table = Table(title="voicetone predict throughput (5 s windows; on CPU "
+                        + (f"forwards of at most {chunk} windows)" if chunk else "one forward per batch)"))
     for col in ("device", "precision", "traced", "input", "batch", "windows/s", "ms/call", "GFLOP/s", "live channels", "max |dp| vs fp32"):
         table.add_column(col, justify="right")
     for r in results:
@@ -173,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"{dev}: transcribe/predict time ratio {r['ratio']:.1f}x at batch {r['batch']} "
                       f"({r['transcribe_ms']:.0f} ms vs {r['predict_ms']:.0f} ms, {r['mean_chars_decoded']:.0f} chars decoded)")
     print(json.dumps({"model_version": m.version, "threads": torch.get_num_threads(),
+                      "cpu_max_batch": VoiceToneModel.cpu_max_batch,
                       "gflop_per_window": flops / 1e9, "results": results, "transcribe_vs_predict": ratios}))
     return 0
 

@@ -29,40 +29,70 @@ def test_fetch_wait_replaces_only_the_group_consumers_argument(monkeypatch):
     assert driver.aiokafka.AIOKafkaConsumer.__mro__[1] is Recorder
 
 
-def test_batched_events_skip_old_offsets_and_partitions_no_longer_owned(monkeypatch):
-    """on_events: frames of a partition revoked meanwhile (still in Faust's take buffer)
-    and frames already processed are dropped; the rest are ingested as one batch."""
+def _unit_worker(monkeypatch, owned):
+    """A Worker with no Kafka behind it, owning partitions ``owned``, that records what ``ingest_many`` gets."""
+    from types import SimpleNamespace
+
+    from streams.agent import Worker
+
+    model = SimpleNamespace(version="test", sample_rate=16000)
+    w = Worker(Settings(broker="localhost:1", app_id="vt-unit"), model=model, partitions=2)
+    monkeypatch.setattr(w, "_owned_partitions", lambda: set(owned))
+    batches = []
+    monkeypatch.setattr(w.processor, "ingest_many", lambda b, now, f=w.processor.ingest_many: (batches.append(list(b)),
+                                                                                               f(b, now))[1])
+    return w, batches
+
+
+def _record(partition, offset, seq, samples=1600):
     from types import SimpleNamespace
 
     import numpy as np
 
     from schemas.audio import encode_audio
     from schemas.frames import encode_frame
-    from streams.agent import Worker
 
-    model = SimpleNamespace(version="test", sample_rate=16000)
-    w = Worker(Settings(broker="localhost:1", app_id="vt-unit"), model=model, partitions=2)
-    monkeypatch.setattr(w, "_owned_partitions", lambda: {0})
+    value = encode_frame({"call_id": f"c{partition}", "seq": seq, "sample_rate": 16000, "encoding": "pcm_s16le",
+                          "audio": encode_audio("pcm_s16le", np.zeros(samples, np.float32))})
+    return SimpleNamespace(offset=offset, key=f"c{partition}".encode(), value=value)
+
+
+def _fetch(partition, *records):
+    """One event per partition fetch, as streams.batch_consumer makes them."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(message=SimpleNamespace(partition=partition, value=list(records)))
+
+
+def test_batched_events_skip_old_offsets_and_partitions_no_longer_owned(monkeypatch):
+    """on_events: frames of a partition revoked meanwhile (still in Faust's take buffer)
+    and frames already processed are dropped; the rest are ingested as one batch."""
+    w, batches = _unit_worker(monkeypatch, owned={0})
     w.restored.update({0, 1})
     w.next_offset.update({0: 3, 1: 0})
-    audio = encode_audio("pcm_s16le", np.zeros(1600, np.float32))
-
-    def record(partition, offset, seq):
-        value = encode_frame({"call_id": f"c{partition}", "seq": seq, "sample_rate": 16000,
-                              "encoding": "pcm_s16le", "audio": audio})
-        return SimpleNamespace(offset=offset, key=f"c{partition}".encode(), value=value)
-
-    def fetch(partition, *records):  # one event per partition fetch, as streams.batch_consumer makes them
-        return SimpleNamespace(message=SimpleNamespace(partition=partition, value=list(records)))
-
-    batches = []
-    monkeypatch.setattr(w.processor, "ingest_many", lambda b, now, f=w.processor.ingest_many: (batches.append(list(b)),
-                                                                                               f(b, now))[1])
-    events = [fetch(0, record(0, 2, 0)), fetch(1, record(1, 0, 0)), fetch(0, record(0, 3, 0), record(0, 4, 1)),
-              fetch(1, record(1, 1, 1)), fetch(0, record(0, 5, 2))]
+    events = [_fetch(0, _record(0, 2, 0)), _fetch(1, _record(1, 0, 0)), _fetch(0, _record(0, 3, 0), _record(0, 4, 1)),
+              _fetch(1, _record(1, 1, 1)), _fetch(0, _record(0, 5, 2))]
     asyncio.run(w.on_events(events))
     assert [[(p, o) for _, _, p, o in b] for b in batches] == [[(0, 3), (0, 4), (0, 5)]]
     assert w.next_offset == {0: 6, 1: 0} and w.processor.frames == 3
+
+
+def test_a_backlog_is_ingested_in_bounded_chunks(monkeypatch):
+    """A worker catching up takes many full fetches at once; they are ingested INGEST_BYTES_MAX at a
+    time (so the model queue's back-pressure acts between chunks), in offset order, every frame once,
+    and cut into the same windows as one batch would be."""
+    import streams.agent as agent
+
+    frames = [_record(0, o, o) for o in range(10)]   # 0.1 s each: 10 frames, 1 s of audio
+    monkeypatch.setattr(agent, "INGEST_BYTES_MAX", 3 * len(frames[0].value))
+    w, batches = _unit_worker(monkeypatch, owned={0})
+    w.restored.add(0)
+    w.next_offset[0] = 0
+    asyncio.run(w.on_events([_fetch(0, *frames[:4]), _fetch(0, *frames[4:])]))
+    assert [[o for *_, o in b] for b in batches] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert w.next_offset[0] == 10 and w.processor.frames == 10
+    (channel,) = w.processor.channels.values()
+    assert channel.duration_ms == 1000
 
 
 @pytest.fixture
