@@ -17,7 +17,8 @@ Only windows whose last frame was sent after the warm-up count.
 A run passes when p99 <= --p99-ms (1000), at least 97% of the expected windows
 arrived, or at most one per channel is missing (no backlog left behind) and the latency did not grow over the run
 (median of the last third minus the first third <= 250 ms). Worker CPU (% of
-one core) and RSS come from /proc over the measured part.
+one core) and RSS come from /proc over the measured part. The targets run on jemalloc where it is
+installed, as the deploy images run the worker (`--allocator system`: glibc's malloc).
 
 Targets: `voicetone` (`python -m voicetone worker`, settings from VOICETONE_*),
 `faust-naive` (bench/peers/faust_naive.py), `quix` (bench/peers/quix_app.py in
@@ -39,6 +40,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,6 +56,7 @@ from _common import (OUTPUT_TOPICS, ChannelAudio, cpu_seconds, create_topics, en
                      sample_audio)
 from voicetone.broker import EmbeddedBroker, stop_process_group  # noqa: E402
 from voicetone.demo import FAST_GROUP  # noqa: E402
+from streams.heap import jemalloc_library  # noqa: E402
 
 RATE = 8000
 FRAME_MS = 100
@@ -84,10 +87,23 @@ def target_command(target: str, broker: str, partitions: int) -> list[str]:
     raise ValueError(target)
 
 
+def preload_for(allocator: str) -> Optional[str]:
+    """LD_PRELOAD for the target processes: jemalloc as the deploy images run them ("auto": where it is
+    installed), or none ("system"). The peers get the same, so the comparison stays fair."""
+    if allocator == "system":
+        return None
+    lib = jemalloc_library()
+    if lib is None and allocator == "jemalloc":
+        raise SystemExit("--allocator jemalloc: libjemalloc2 is not installed (apt-get install libjemalloc2)")
+    return lib
+
+
 def start_target(target: str, broker: str, partitions: int, log_path: Path,
-                 metrics_port: int = 0) -> subprocess.Popen:
+                 metrics_port: int = 0, preload: Optional[str] = None) -> subprocess.Popen:
     env = dict(os.environ, **FAST_GROUP, VOICETONE_BROKER=broker, VOICETONE_TOPIC_PARTITIONS=str(partitions),
                VOICETONE_LOG_LEVEL=os.environ.get("VOICETONE_LOG_LEVEL", "WARNING"), PYTHONUNBUFFERED="1")
+    if preload:
+        env["LD_PRELOAD"] = preload
     if metrics_port:
         env["VOICETONE_METRICS_PORT"] = str(metrics_port)
     log = open(log_path, "wb")
@@ -105,12 +121,12 @@ class Targets:
 
     @classmethod
     def start(cls, target: str, k: int, broker: str, partitions: int, logdir: Path, run_tag: str,
-              metrics_port: int) -> "Targets":
+              metrics_port: int, preload: Optional[str] = None) -> "Targets":
         procs: list[subprocess.Popen] = []
         try:
             for i in range(k):
                 procs.append(start_target(target, broker, partitions, logdir / f"{target}-{run_tag}-p{i}.log",
-                                          metrics_port if i == 0 else 0))
+                                          metrics_port if i == 0 else 0, preload))
         except BaseException:
             cls(procs).stop()
             raise
@@ -262,7 +278,8 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         metrics_port = free_port() if target.startswith("voicetone") else 0
         metrics_before: dict = {}
         processes = args.processes if target == "voicetone" else 1   # --processes: voicetone workers
-        proc = Targets.start(target, processes, broker.url, args.partitions, logdir, run_tag, metrics_port)
+        proc = Targets.start(target, processes, broker.url, args.partitions, logdir, run_tag, metrics_port,
+                             preload_for(args.allocator))
         reader = SegmentReader(broker.url)
         reader.start()
         producer = Producer({"bootstrap.servers": broker.url, "linger.ms": 5, "acks": 1,
@@ -509,6 +526,9 @@ def main(argv=None) -> int:
     p.add_argument("--call-s", type=float, default=0.0,
                    help="calls last this long, then send `end` and a new call takes the channel (0: one call "
                         "per channel for the whole run); with a long --measure this is the memory soak")
+    p.add_argument("--allocator", choices=("auto", "jemalloc", "system"), default="auto",
+                   help="malloc of the target processes: jemalloc via LD_PRELOAD as in the deploy images "
+                        "(auto: where libjemalloc2 is installed), or system (glibc)")
     p.add_argument("--logdir", default=os.path.join(tempfile.gettempdir(), "voicetone-bench-e2e"))
     args = p.parse_args(argv)
     if args.frame_ms <= 0 or 2500 % args.frame_ms or RATE * args.frame_ms % 1000:
@@ -516,8 +536,9 @@ def main(argv=None) -> int:
     targets = list(TARGETS) if args.target == "all" else args.target.split(",")
     load_before = load_average()
     settings = {k: v for k, v in os.environ.items() if k.startswith("VOICETONE_")}
+    allocator = preload_for(args.allocator) or "glibc malloc"
     console.print(f"logs in {args.logdir}; load avg {load_before}; {machine()['cpus']} CPUs; "
-                  f"worker settings {settings or 'defaults'}")
+                  f"worker settings {settings or 'defaults'}; targets on {allocator}")
     results, best, cut = [], {}, set()
     for i, target in enumerate(targets):
         if args.search:
@@ -548,7 +569,7 @@ def main(argv=None) -> int:
             note = " (search cut short by --budget-s: a lower bound if no larger N failed)" if target in cut else ""
             console.print(f"largest N sustained: {target} {n}{ratio}{note}")
     print(json.dumps({"bench": "e2e", "machine": {**machine(), "loadavg_before": load_before},
-                      "settings": settings, "args": {k: v for k, v in vars(args).items() if k != "logdir"},
+                      "settings": settings, "allocator": allocator, "args": {k: v for k, v in vars(args).items() if k != "logdir"},
                       "max_channels": best, "cut_by_budget": sorted(cut), "runs": results}))
     return 0
 

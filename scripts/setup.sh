@@ -5,11 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 need_apt=()
 for bin in espeak-ng flite text2wave sox; do command -v "$bin" >/dev/null 2>&1 || need_apt+=("$bin"); done
+# jemalloc: the allocator the deploy images run the worker on (bench/bench_e2e.py uses it where installed)
+ldconfig -p 2>/dev/null | grep -q libjemalloc.so.2 || need_apt+=(libjemalloc2)
 if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq || true
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng flite festival festvox-kallpc16k \
-    festvox-kdlpc16k festvox-us-slt-hts sox >/dev/null || echo "warning: speech tools not installed (only corpus building needs them)"
+    festvox-kdlpc16k festvox-us-slt-hts sox libjemalloc2 >/dev/null \
+    || echo "warning: speech tools / jemalloc not installed (only corpus building and flat-memory benchmarks need them)"
 fi
 [ -d .venv ] || python3 -m venv .venv
 . .venv/bin/activate

@@ -111,6 +111,17 @@ def test_images_pin_the_project_torch_and_ship_the_default_model():
         assert "model/weights/default.pt" in path.read_text()
 
 
+def test_images_run_the_worker_on_jemalloc():
+    from streams.heap import JEMALLOC
+
+    for path in DOCKERFILES:
+        text = path.read_text()
+        preload = re.findall(r"^ENV LD_PRELOAD=(\S+)$", text, re.M)
+        assert preload == [JEMALLOC], f"{path.name}: the worker must run on jemalloc (streams/heap.py)"
+        install = text.index("libjemalloc2")
+        assert install < text.index("ENV LD_PRELOAD") < text.index("pip install /wheels"), path.name
+
+
 def _created_topics() -> dict[str, int]:
     script = "\n".join(_compose()["services"]["topics"]["command"])
     assert "kafka-topics.sh" in script

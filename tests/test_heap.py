@@ -1,12 +1,31 @@
-import numpy as np
+import os
+import subprocess
+import sys
 
-from streams.heap import release_free_memory
+import numpy as np
+import pytest
+
+from streams.heap import allocator, jemalloc_library, release_free_memory
 from streams.windowing import ChannelWindower, WindowSpec
 
 
 def test_release_free_memory_runs_here():
     # glibc on the Linux machines we run on: returns a bool and never raises
     assert release_free_memory() in (True, False)
+
+
+def test_the_allocator_in_use_is_detected():
+    # this process runs on glibc's malloc unless the test run itself was started with jemalloc preloaded
+    expected = "jemalloc" if "jemalloc" in os.environ.get("LD_PRELOAD", "") else "glibc"
+    assert allocator() == expected
+
+
+@pytest.mark.skipif(jemalloc_library() is None, reason="libjemalloc2 not installed")
+def test_a_process_started_with_jemalloc_preloaded_reports_it():
+    out = subprocess.run([sys.executable, "-c", "from streams.heap import allocator; print(allocator())"],
+                         env=dict(os.environ, LD_PRELOAD=jemalloc_library()), capture_output=True, text=True,
+                         timeout=60, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.strip() == "jemalloc"
 
 
 def test_channel_buffer_starts_small_and_grows_with_audio():

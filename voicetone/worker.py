@@ -61,6 +61,20 @@ def apply_process_settings(settings: Settings) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def log_allocator() -> str:
+    """Say which malloc the worker runs on; on glibc's, how to switch (streams/heap.py says why)."""
+    from streams.heap import JEMALLOC, allocator, jemalloc_library
+
+    name = allocator()
+    if name == "glibc":
+        log.info("memory allocator: glibc malloc, which keeps the peak of a backlog as RSS; for flat memory run "
+                 "with LD_PRELOAD=%s (package libjemalloc2%s; the deploy images do)", JEMALLOC,
+                 ", installed here" if jemalloc_library() else "")
+    else:
+        log.info("memory allocator: %s", name)
+    return name
+
+
 def run_worker(settings: Settings) -> int:
     import faust
 
@@ -73,6 +87,7 @@ def run_worker(settings: Settings) -> int:
     worker = Worker(settings)
     log.info("model %s on %s; %d input partitions; broker %s", worker.model.version, worker.model.device,
              worker.partitions, settings.broker)
+    log_allocator()
     server = None
     if settings.metrics_port:
         server = start_http_server(settings.metrics_host, settings.metrics_port, worker.metrics, worker.health)
