@@ -27,6 +27,8 @@ bench/.venv-quix). `--search` finds the largest N that passes: doubling from
 
     python bench/bench_e2e.py [--target voicetone] [--channels 40] [--measure 30] [--warmup 10]
     python bench/bench_e2e.py --target voicetone,faust-naive,quix --search
+    python bench/bench_e2e.py --channels 150 --call-s 60 --warmup 30 --measure 180 --stall-s 15 --stall-at 60 \
+        [--allocator system]      # memory after a catch-up: RSS before the stall vs the last minute
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -141,6 +144,11 @@ class Targets:
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(p.pid) for p in self.procs)
 
+    def signal(self, sig: int) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.kill(p.pid, sig)
+
     def rss_bytes(self) -> int:
         return sum(rss_bytes(p.pid) for p in self.procs)
 
@@ -151,6 +159,12 @@ class Targets:
 
 WORKER_METRICS = ("voicetone_inference_seconds", "voicetone_batch_size", "voicetone_end_to_end_latency_seconds")
 WITHIN_1S = 'voicetone_end_to_end_latency_seconds_bucket{le="1.0"}'   # windows the worker published within 1 s
+
+
+def mean_rss(samples: list, t0: float, t1: float) -> float | None:
+    """Mean worker RSS (MB) of the 1 s samples taken in [t0, t1)."""
+    xs = [s[2] for s in samples if t0 <= s[0] < t1]
+    return round(float(np.mean(xs)) / 2**20, 1) if xs else None
 
 
 def scrape(port: int) -> dict:
@@ -271,6 +285,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     logdir.mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker(log_path=str(logdir / f"broker-{run_tag}.log")).start()
     proc = None
+    stalled, stall_started = False, None
     reader = None
     try:
         create_topics(broker.url, [INPUT, *OUTPUT_TOPICS], args.partitions)
@@ -321,10 +336,18 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         samples = []       # (t, worker cpu s, worker rss, broker cpu s)
         next_sample = t0
         cpu_at_measure = None
+        stall_at = t0 + args.warmup + args.stall_at if args.stall_s > 0 else float("inf")
         while True:
             now = time.monotonic()
             if now >= t_end:
                 break
+            if now >= stall_at:   # --stall-s: the worker frozen, as by a long GC pause or a stuck host
+                if not stalled:
+                    proc.signal(signal.SIGSTOP)
+                    stalled, stall_at, stall_started = True, now + args.stall_s, now
+                else:
+                    proc.signal(signal.SIGCONT)
+                    stalled, stall_at = False, float("inf")
             if now >= next_sample:
                 samples.append((now, proc.cpu_seconds(), proc.rss_bytes(), cpu_seconds(broker.proc.pid)))
                 next_sample += 1.0
@@ -378,6 +401,8 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
             reader.stop.set()
             reader.join(timeout=5)
         if proc is not None:
+            if stalled:
+                proc.signal(signal.SIGCONT)
             proc.stop()
         broker.stop()
 
@@ -420,6 +445,9 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     r = {
         "target": target, "processes": processes, "channels": n, "ready_s": round(ready_s, 1), "segments": got,
         "calls_ended": calls_ended, "worker_rss_fifths_mb": [round(x, 1) for x in rss_fifths],
+        "stall_s": args.stall_s if stall_started is not None else 0.0,
+        "worker_rss_before_stall_mb": mean_rss(samples, stall_started - 30, stall_started) if stall_started else None,
+        "worker_rss_last_minute_mb": mean_rss(samples, end_sample[0] - 60, end_sample[0]),
         "expected_windows": round(expected), "completeness": completeness,
         "p50_ms": percentile(lat_ms, 50), "p99_ms": percentile(lat_ms, 99), "max_ms": percentile(lat_ms, 100),
         "growth_ms": growth, "worker_cpu_pct": worker_cpu, "worker_rss_mb": max(rss) / 2**20,
@@ -444,6 +472,9 @@ def show(r: dict) -> None:
     if r.get("calls_ended"):
         console.print(f"    {r['calls_ended']} calls ended and replaced; worker RSS by fifth of the measurement: "
                       + ", ".join(f"{x:.0f}" for x in r["worker_rss_fifths_mb"]) + " MB")
+    if r.get("stall_s"):
+        console.print(f"    worker frozen {r['stall_s']:.0f} s: RSS {r['worker_rss_before_stall_mb']:.0f} MB before, "
+                      f"{r['worker_rss_last_minute_mb']:.0f} MB over the last minute")
     if "worker_mean_inference_ms" in r:
         console.print(f"    worker's own view: mean batch {r['worker_mean_batch']:.1f}, mean model call "
                       f"{r['worker_mean_inference_ms']:.0f} ms, mean audio end -> publish "
@@ -526,6 +557,10 @@ def main(argv=None) -> int:
     p.add_argument("--call-s", type=float, default=0.0,
                    help="calls last this long, then send `end` and a new call takes the channel (0: one call "
                         "per channel for the whole run); with a long --measure this is the memory soak")
+    p.add_argument("--stall-s", type=float, default=0.0,
+                   help="freeze the target (SIGSTOP) this long, --stall-at s into the measurement: the backlog "
+                        "it then catches up is what shows whether memory returns to where it was")
+    p.add_argument("--stall-at", type=float, default=60.0)
     p.add_argument("--allocator", choices=("auto", "jemalloc", "system"), default="auto",
                    help="malloc of the target processes: jemalloc via LD_PRELOAD as in the deploy images "
                         "(auto: where libjemalloc2 is installed), or system (glibc)")
