@@ -414,7 +414,6 @@ class Worker:
             for rec in event.message.value:
                 if p not in self.restored:
                     await self._ingest(batch)
-                    size = 0
                     owned = self._owned_partitions()  # a rebalance may have come during the wait
                     if owned is not None and p not in owned:
                         break
@@ -424,17 +423,17 @@ class Worker:
                     continue  # already processed (or covered by the checkpoint)
                 if rec.offset > expected:
                     await self._ingest(batch)
-                    size = 0
                     await self._refetch(p, expected, rec.offset)
                     owned = self._owned_partitions()
                     if owned is not None and p not in owned:
                         break
                 if p in self.restored:
                     self.next_offset[p] = rec.offset + 1
-                    batch.append((rec.value, rec.key, p, rec.offset))
-                    size += len(rec.value) if rec.value is not None else 0
-                    if size >= INGEST_BYTES_MAX:
+                    if not batch:   # `_ingest` empties it
                         size = 0
+                    batch.append((rec.value, rec.key, p, rec.offset))
+                    size += len(rec.value or b"")
+                    if size >= INGEST_BYTES_MAX:
                         await self._ingest(batch)   # clears batch; waits while the model's queue is full
                         owned = self._owned_partitions()
                         if owned is not None and p not in owned:
