@@ -297,7 +297,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
                              preload_for(args.allocator))
         reader = SegmentReader(broker.url)
         reader.start()
-        producer = Producer({"bootstrap.servers": broker.url, "linger.ms": 5, "acks": 1,
+        producer = Producer({"bootstrap.servers": broker.url, "linger.ms": args.linger_ms, "acks": 1,
                              "queue.buffering.max.messages": 1_000_000, "log.connection.close": False})
         ready_s = wait_ready(producer, reader, proc, run_tag, args.ready_timeout,
                              args.partitions if processes > 1 else 0)
@@ -561,6 +561,10 @@ def main(argv=None) -> int:
                    help="freeze the target (SIGSTOP) this long, --stall-at s into the measurement: the backlog "
                         "it then catches up is what shows whether memory returns to where it was")
     p.add_argument("--stall-at", type=float, default=60.0)
+    p.add_argument("--linger-ms", type=float, default=5.0,
+                   help="the load generator's producer linger: the embedded broker's fetch cost grows with the "
+                        "number of record batches it stores (bench/broker_batches.py), so a 30-minute soak at "
+                        "100 ms frames needs larger batches (e.g. 100) for the broker to keep up")
     p.add_argument("--allocator", choices=("auto", "jemalloc", "system"), default="auto",
                    help="malloc of the target processes: jemalloc via LD_PRELOAD as in the deploy images "
                         "(auto: where libjemalloc2 is installed), or system (glibc)")
