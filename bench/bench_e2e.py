@@ -161,6 +161,29 @@ WORKER_METRICS = ("voicetone_inference_seconds", "voicetone_batch_size", "voicet
 WITHIN_1S = 'voicetone_end_to_end_latency_seconds_bucket{le="1.0"}'   # windows the worker published within 1 s
 
 
+def per_minute(samples: list, start: tuple | None, lat_ms: np.ndarray, sent: np.ndarray) -> list[dict]:
+    """A soak's trace by minute of the measurement: the worker's mean RSS and CPU, the broker's CPU and
+    the p99 latency of windows sent in that minute, so that memory can be read beside the backlog."""
+    if start is None:
+        return []
+    out, t0, wall0 = [], start[0], None
+    rows = [s for s in samples if s[0] >= t0]
+    for m in range(int((rows[-1][0] - t0) // 60) if rows else 0):
+        part = [s for s in rows if t0 + 60 * m <= s[0] <= t0 + 60 * (m + 1)]
+        if len(part) < 2:
+            continue
+        dt = part[-1][0] - part[0][0]
+        out.append({"minute": m + 1, "worker_rss_mb": round(float(np.mean([s[2] for s in part])) / 2**20, 1),
+                    "worker_cpu_pct": round((part[-1][1] - part[0][1]) / dt * 100, 1),
+                    "broker_cpu_pct": round((part[-1][3] - part[0][3]) / dt * 100, 1)})
+    if len(sent):
+        wall0 = sent.min()   # the first measured window's send time: minutes of latency by send time
+        for row in out:
+            sel = (sent >= wall0 + 60 * (row["minute"] - 1)) & (sent < wall0 + 60 * row["minute"])
+            row["p99_ms"] = round(percentile(lat_ms[sel], 99), 1) if sel.any() else None
+    return out
+
+
 def mean_rss(samples: list, t0: float, t1: float) -> float | None:
     """Mean worker RSS (MB) of the 1 s samples taken in [t0, t1)."""
     xs = [s[2] for s in samples if t0 <= s[0] < t1]
@@ -444,6 +467,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
                   if len(part)] if len(rss) >= 5 else []
     r = {
         "target": target, "processes": processes, "channels": n, "ready_s": round(ready_s, 1), "segments": got,
+        "per_minute": per_minute(samples, cpu_at_measure, lat_ms, sent),
         "calls_ended": calls_ended, "worker_rss_fifths_mb": [round(x, 1) for x in rss_fifths],
         "stall_s": args.stall_s if stall_started is not None else 0.0,
         "worker_rss_before_stall_mb": mean_rss(samples, stall_started - 30, stall_started) if stall_started else None,
@@ -472,6 +496,10 @@ def show(r: dict) -> None:
     if r.get("calls_ended"):
         console.print(f"    {r['calls_ended']} calls ended and replaced; worker RSS by fifth of the measurement: "
                       + ", ".join(f"{x:.0f}" for x in r["worker_rss_fifths_mb"]) + " MB")
+    if len(r.get("per_minute", [])) >= 5:
+        console.print("    by minute (worker RSS MB / broker CPU % / p99 ms): " + ", ".join(
+            f"{m['worker_rss_mb']:.0f}/{m['broker_cpu_pct']:.0f}/{m.get('p99_ms') or float('nan'):.0f}"
+            for m in r["per_minute"]))
     if r.get("stall_s"):
         console.print(f"    worker frozen {r['stall_s']:.0f} s: RSS {r['worker_rss_before_stall_mb']:.0f} MB before, "
                       f"{r['worker_rss_last_minute_mb']:.0f} MB over the last minute")
