@@ -11,7 +11,7 @@ stacked log-mel frames (the front end's own input at the same rate) as the floor
 representation should beat.
 
     python bench/phone_probe.py data/s10/pretrain.pt model/weights/default.pt \
-        [--manifest data/synth/train.al.jsonl] [--n 400] [--held-out 150] [--steps 1500]
+        [--manifest data/synth/train.al.jsonl] [--n 400] [--held-out 150] [--steps 1500] [--layers]
 """
 
 from __future__ import annotations
@@ -50,13 +50,26 @@ def networks(path: str) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     return net.frontend.eval(), net.asr.eval()
 
 
+def layer_taps(name: str, fe: torch.nn.Module, outs: dict) -> list[str]:
+    """Hooks that keep the front end's inner representations (the conv subsampler's normalised output,
+    then each transformer layer's) in ``outs`` on every forward; their names."""
+    taps = [(f"{name}:subsampler", fe.in_norm)] + [(f"{name}:layer{i + 1}", layer)
+                                                   for i, layer in enumerate(fe.encoder.layers)]
+    for key, module in taps:
+        module.register_forward_hook(lambda _m, _i, out, key=key: outs.__setitem__(key, out))
+    return [k for k, _ in taps]
+
+
 @torch.no_grad()
-def features(paths: list[str], ds: WindowDataset, index: dict[str, int], batch: int = 32):
+def features(paths: list[str], ds: WindowDataset, index: dict[str, int], batch: int = 32, layers: bool = False):
     """Per representation name: (frames [N, D], phone ids [N]) over every aligned frame of ``ds``, and
-    the item each frame came from."""
+    the item each frame came from. With ``layers`` also the front ends' inner representations."""
     nets = {Path(p).stem if Path(p).stem not in ("asr", "classifier", "pretrain") else p: networks(p)
             for p in paths}
-    names = ["logmel"] + [f"{k}:frontend" for k in nets] + [f"{k}:encoder" for k, (_, a) in nets.items() if a]
+    outs: dict[str, torch.Tensor] = {}
+    inner = [t for k, (fe, _) in nets.items() for t in layer_taps(k, fe, outs)] if layers else []
+    names = (["logmel"] + inner + [f"{k}:frontend" for k in nets]
+             + [f"{k}:encoder" for k, (_, a) in nets.items() if a])
     xs: dict[str, list[torch.Tensor]] = {k: [] for k in names}
     ys, owners = [], []
     first_fe = next(iter(nets.values()))[0]
@@ -64,7 +77,7 @@ def features(paths: list[str], ds: WindowDataset, index: dict[str, int], batch: 
         items = [ds[j] for j in range(i, min(len(ds), i + batch))]
         b = collate_windows(items)
         lm, flen = first_fe.featurize(b["audio"], b["lengths"])
-        outs = {}
+        outs.clear()
         for k, (fe, asr) in nets.items():
             h, mask = fe(b["audio"], b["lengths"])
             outs[f"{k}:frontend"] = h
@@ -120,6 +133,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--hidden", type=int, default=256, help="width of the MLP probe")
     p.add_argument("--window-s", type=float, default=8.0)
+    p.add_argument("--layers", action="store_true", help="also each front end's subsampler and transformer layers")
     args = p.parse_args(argv)
     console = Console(stderr=True)
     aligned = [e for e in read_manifest(args.manifest) if e.speech and e.phones]
@@ -136,7 +150,7 @@ def main(argv=None) -> int:
     sample_rate = 16000
     ds = WindowDataset(train_e + test_e, sample_rate, args.window_s, random_crop=False)
     t0 = time.time()
-    xs, y, owner = features(args.checkpoints, ds, index)
+    xs, y, owner = features(args.checkpoints, ds, index, layers=args.layers)
     train = owner < len(train_e)
     console.print(f"features: {len(y)} frames ({int(train.sum())} train, {int((~train).sum())} held out), "
                   f"{len(vocab)} phones, {time.time() - t0:.0f} s")
