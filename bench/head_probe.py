@@ -54,8 +54,15 @@ def featurize(net: VoiceToneNet, manifest: str, representation: str, batch: int 
     xs, ms, ys = [], [], []
     for i in range(0, len(ds), batch):
         b = collate_windows([ds[j] for j in range(i, min(len(ds), i + batch))])
-        h, mask = net.frontend(b["audio"], b["lengths"])
-        x = net.asr.encode(h, mask) if representation == "encoder" else h
+        fe = net.frontend
+        lm, flen = fe.featurize(b["audio"], b["lengths"])
+        h, mask = fe.encode(lm, flen)
+        parts = {"frontend": h}
+        if "encoder" in representation:
+            parts["encoder"] = net.asr.encode(h, mask)
+        if "subsampler" in representation:   # the front end's most phonetic frames (bench/phone_probe.py)
+            parts["subsampler"] = fe.in_norm(fe.subsample(lm, flen)[0]) * mask.unsqueeze(-1).to(h.dtype)
+        x = torch.cat([parts[k] for k in representation.split("+")], -1)
         xs.append(x); ms.append(mask); ys.append(b["sentiment"])
     return stack_padded(xs, ms, ys)
 
@@ -116,7 +123,9 @@ def main(argv=None) -> int:
     p.add_argument("--train", default="data/synth/train.cls.jsonl")
     p.add_argument("--test", default="data/synth/test.jsonl")
     p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--representation", default="encoder", choices=["encoder", "frontend"])
+    p.add_argument("--representation", default="encoder",
+                   choices=["encoder", "frontend", "subsampler", "encoder+subsampler", "encoder+frontend"],
+                   help="what the heads read; A+B: both concatenated per frame")
     p.add_argument("--heads", default=",".join(HEADS))
     args = p.parse_args(argv)
     torch.manual_seed(0)
