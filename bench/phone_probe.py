@@ -38,6 +38,9 @@ from model.network import VoiceToneNet  # noqa: E402
 from model.train.asr_stage import frame_phone_labels  # noqa: E402
 from model.train.classifier_stage import asr_net_from_checkpoint  # noqa: E402
 from model.train.asr_stage import load_frontend  # noqa: E402
+from model.features import mfcc_with_deltas, pool_frames  # noqa: E402
+from model.frontend import SUBSAMPLING  # noqa: E402
+from model.kmeans import kmeans  # noqa: E402
 
 
 def networks(path: str) -> tuple[torch.nn.Module, torch.nn.Module | None]:
@@ -68,7 +71,7 @@ def features(paths: list[str], ds: WindowDataset, index: dict[str, int], batch: 
             for p in paths}
     outs: dict[str, torch.Tensor] = {}
     inner = [t for k, (fe, _) in nets.items() for t in layer_taps(k, fe, outs)] if layers else []
-    names = (["logmel"] + inner + [f"{k}:frontend" for k in nets]
+    names = (["logmel", "mfcc"] + inner + [f"{k}:frontend" for k in nets]
              + [f"{k}:encoder" for k, (_, a) in nets.items() if a])
     xs: dict[str, list[torch.Tensor]] = {k: [] for k in names}
     ys, owners = [], []
@@ -77,6 +80,8 @@ def features(paths: list[str], ds: WindowDataset, index: dict[str, int], batch: 
         items = [ds[j] for j in range(i, min(len(ds), i + batch))]
         b = collate_windows(items)
         lm, flen = first_fe.featurize(b["audio"], b["lengths"])
+        # what the pretraining's k-means clusters: MFCC + deltas pooled to the 40 ms rate
+        mfcc, _ = pool_frames(mfcc_with_deltas(lm, first_fe.cfg.n_mfcc), flen, SUBSAMPLING)
         outs.clear()
         for k, (fe, asr) in nets.items():
             h, mask = fe(b["audio"], b["lengths"])
@@ -94,6 +99,7 @@ def features(paths: list[str], ds: WindowDataset, index: dict[str, int], batch: 
             n = min(int(n_frames[r]), stacked.shape[0])
             keep = keep[:n]
             xs["logmel"].append(stacked[:n][keep])
+            xs["mfcc"].append(mfcc[r, :n][keep])
             for k, v in outs.items():
                 xs[k].append(v[r, :n][keep])
             ys.append(labels[r, :n][keep])
@@ -124,6 +130,35 @@ def probe(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes: int, h
         return acc(train), acc(~train), acc(~train & (y != silence))
 
 
+def cluster_purity(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, k: int, silence: int,
+                   standardize: bool, seed: int = 0) -> float:
+    """How phonetic a k-means target is: clusters fitted on the training frames (as pretraining fits its
+    targets), each named by its most frequent training phone; the held-out frames' accuracy under that
+    naming (silence excluded). Pretraining can only learn what its targets tell apart."""
+    if standardize:
+        mu, sd = x[train].mean(0), x[train].std(0) + 1e-5
+        x = (x - mu) / sd
+    xt = x[train]
+    sample = torch.randperm(len(xt), generator=torch.Generator().manual_seed(seed))[:30_000]
+    centroids, _ = kmeans(xt[sample], k, seed=seed)
+    assign = torch.cdist(x, centroids).argmin(1)
+    classes = int(y.max()) + 1
+    table = torch.zeros(k, classes)
+    table.index_put_((assign[train], y[train]), torch.ones(int(train.sum())), accumulate=True)
+    named = table.argmax(1)[assign]
+    held = ~train & (y != silence)
+    return float((named[held] == y[held]).float().mean())
+
+
+def with_context(x: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Each frame with its neighbours (t-1, t, t+1) of the same utterance: ~120 ms per target."""
+    prev = torch.roll(x, 1, 0)
+    nxt = torch.roll(x, -1, 0)
+    prev[torch.roll(owner, 1, 0) != owner] = x[torch.roll(owner, 1, 0) != owner]
+    nxt[torch.roll(owner, -1, 0) != owner] = x[torch.roll(owner, -1, 0) != owner]
+    return torch.cat([prev, x, nxt], 1)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoints", nargs="+", help="pretrain, asr or classifier checkpoints to compare")
@@ -134,6 +169,8 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, default=256, help="width of the MLP probe")
     p.add_argument("--window-s", type=float, default=8.0)
     p.add_argument("--layers", action="store_true", help="also each front end's subsampler and transformer layers")
+    p.add_argument("--targets", action="store_true",
+                   help="also how phonetic k-means pretraining targets are (MFCC as now, standardised, with context)")
     args = p.parse_args(argv)
     console = Console(stderr=True)
     aligned = [e for e in read_manifest(args.manifest) if e.speech and e.phones]
@@ -165,6 +202,20 @@ def main(argv=None) -> int:
                      "mlp_held_out_no_sil": mlp[2]})
         console.print(f"{name}: linear {lin[0]:.3f} / {lin[1]:.3f} ({lin[2]:.3f} w/o silence), "
                       f"mlp {mlp[0]:.3f} / {mlp[1]:.3f} ({mlp[2]:.3f})")
+    if args.targets:
+        mf = xs["mfcc"]
+        variants = {"mfcc (as pretraining)": (mf, False), "mfcc standardised": (mf, True),
+                    "mfcc standardised, +-1 frame": (with_context(mf, owner), True),
+                    "log-mel standardised": (xs["logmel"], True)}
+        targets = []
+        for label, (x, std) in variants.items():
+            for k in (64, 256):
+                acc = cluster_purity(x, y, train, k, silence, std)
+                targets.append({"input": label, "clusters": k, "held_out_no_sil": acc})
+                console.print(f"k-means targets, {label}, {k} clusters: held-out phone accuracy {acc:.3f} (no SIL)")
+        result_targets = targets
+    else:
+        result_targets = None
     table = Table(title=f"Phone probe: frame accuracy, {len(train_e)} train / {len(test_e)} held-out utterances "
                         f"(held-out voices); majority phone {majority:.3f}")
     for col in ("representation", "dim", "linear train", "linear held-out", "(no SIL)", "MLP train", "MLP held-out",
@@ -177,7 +228,8 @@ def main(argv=None) -> int:
     console.print(table)
     print(json.dumps({"bench": "phone_probe", "checkpoints": args.checkpoints, "manifest": args.manifest,
                       "train_utterances": len(train_e), "held_out_utterances": len(test_e),
-                      "phones": len(vocab), "majority_held_out": majority, "steps": args.steps, "rows": rows}))
+                      "phones": len(vocab), "majority_held_out": majority, "steps": args.steps, "rows": rows,
+                      "targets": result_targets}))
     return 0
 
 
