@@ -38,6 +38,10 @@ class ModelConfig:
     n_mfcc: int = 13
     mask_prob: float = 0.08  # chance a frame starts a masked span
     mask_span: int = 10  # in subsampled (40 ms) frames
+    # weight of also reconstructing the masked frames' log-mel (0: cluster targets only). The k-means
+    # targets name phones no better than their input (bench/phone_probe.py --targets); reconstruction
+    # asks the front end to keep the spectrum's detail.
+    recon_weight: float = 0.0
 
     # --- ASR branch ---
     asr_encoder: str = "transformer"  # or "lstm" (bidirectional, residual)

@@ -108,12 +108,15 @@ def span_mask(lengths: torch.Tensor, size: int, prob: float, span: int,
 class MaskedPredictionHead(nn.Module):
     """Projects hidden states to cluster logits (cosine similarity to learned codewords, HuBERT-style)."""
 
-    def __init__(self, dim: int, n_clusters: int, proj_dim: int | None = None, temperature: float = 0.1):
+    def __init__(self, dim: int, n_clusters: int, proj_dim: int | None = None, temperature: float = 0.1,
+                 recon_dim: int = 0):
         super().__init__()
         proj_dim = proj_dim or dim
         self.proj = nn.Linear(dim, proj_dim)
         self.codes = nn.Parameter(torch.randn(n_clusters, proj_dim) * 0.02)
         self.temperature = temperature
+        # the masked frames' log-mel (SUBSAMPLING frames stacked), when cfg.recon_weight > 0
+        self.recon = nn.Linear(dim, recon_dim) if recon_dim else None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.proj(h), dim=-1) @ F.normalize(self.codes, dim=-1).T / self.temperature
@@ -143,4 +146,9 @@ def pretrain_loss(frontend: SSLFrontEnd, head: MaskedPredictionHead, audio: torc
     tgt = targets[masked]
     loss = F.cross_entropy(logits.float(), tgt)
     acc = (logits.argmax(-1) == tgt).float().mean()
+    if head.recon is not None and cfg.recon_weight > 0:
+        b, t, f = feats.shape
+        frames = targets.shape[1]
+        stacked = F.pad(feats, (0, 0, 0, frames * SUBSAMPLING - t)).view(b, frames, SUBSAMPLING * f)
+        loss = loss + cfg.recon_weight * F.mse_loss(head.recon(h[masked]).float(), stacked[masked].float())
     return loss, acc

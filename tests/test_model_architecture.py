@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model.config import tiny_config
-from model.frontend import ConvSubsampler, MaskedPredictionHead, SSLFrontEnd, pretrain_loss, span_mask
+from model.frontend import SUBSAMPLING, ConvSubsampler, MaskedPredictionHead, SSLFrontEnd, pretrain_loss, span_mask
 from model.inference import VoiceToneModel
 from model.kmeans import assign, kmeans
 from model.tokenizer import BOS, EOS, CharTokenizer
@@ -46,6 +46,25 @@ def test_pretrain_loss_is_finite_and_differentiable():
     loss.backward()
     assert torch.isfinite(loss) and 0 <= float(acc) <= 1
     assert fe.mask_embedding.grad is not None and fe.mask_embedding.grad.abs().sum() > 0
+
+
+def test_pretrain_reconstruction_adds_a_loss_on_the_masked_frames():
+    cfg = tiny_config()
+    audio, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 9000])
+    centroids = torch.randn(cfg.n_clusters, 3 * cfg.n_mfcc)
+    torch.manual_seed(0)
+    fe = SSLFrontEnd(cfg)
+    plain = MaskedPredictionHead(cfg.d_model, cfg.n_clusters)
+    loss_plain, _ = pretrain_loss(fe, plain, audio, lengths, centroids, torch.Generator().manual_seed(1))
+    cfg.recon_weight = 1.0
+    head = MaskedPredictionHead(cfg.d_model, cfg.n_clusters, recon_dim=SUBSAMPLING * cfg.n_mels)
+    head.load_state_dict(plain.state_dict(), strict=False)   # same cluster head, plus the reconstruction
+    fe.eval()   # no dropout: the two losses differ by the reconstruction term only
+    loss_plain_eval, _ = pretrain_loss(fe, plain, audio, lengths, centroids, torch.Generator().manual_seed(1))
+    loss, acc = pretrain_loss(fe, head, audio, lengths, centroids, torch.Generator().manual_seed(1))
+    loss.backward()
+    assert torch.isfinite(loss) and float(loss) > float(loss_plain_eval) and torch.isfinite(loss_plain)
+    assert head.recon.weight.grad is not None and head.recon.weight.grad.abs().sum() > 0
 
 
 def test_kmeans_recovers_separated_clusters():

@@ -57,7 +57,8 @@ def run_pretrain(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "v
     entries = read_manifest(tc.manifest)
     dataset = WindowDataset(entries, cfg.sample_rate, tc.window_s, seed=tc.seed)
     frontend = SSLFrontEnd(cfg).to(device)
-    head = MaskedPredictionHead(cfg.d_model, cfg.n_clusters).to(device)
+    head = MaskedPredictionHead(cfg.d_model, cfg.n_clusters,
+                                recon_dim=SUBSAMPLING * cfg.n_mels if cfg.recon_weight > 0 else 0).to(device)
 
     km_path = Path(tc.out).with_name(Path(tc.out).name + ".kmeans.pt")
     if tc.resume and km_path.exists():  # a resumed run must keep its targets
