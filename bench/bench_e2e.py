@@ -166,7 +166,7 @@ def per_minute(samples: list, start: tuple | None, lat_ms: np.ndarray, sent: np.
     the p99 latency of windows sent in that minute, so that memory can be read beside the backlog."""
     if start is None:
         return []
-    out, t0, wall0 = [], start[0], None
+    out, t0 = [], start[0]
     rows = [s for s in samples if s[0] >= t0]
     for m in range(int((rows[-1][0] - t0) // 60) if rows else 0):
         part = [s for s in rows if t0 + 60 * m <= s[0] <= t0 + 60 * (m + 1)]

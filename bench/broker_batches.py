@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from _common import exit_on_sigterm, machine  # noqa: E402
+from _common import create_topics, exit_on_sigterm, machine  # noqa: E402
 from voicetone.broker import EmbeddedBroker  # noqa: E402
 
 VALUE = b"x" * 1600   # one 100 ms frame of 8 kHz 16-bit audio
@@ -55,10 +55,8 @@ def fetch_ms(url: str, topic: str, last: int, group: str) -> float:
 def fill(url: str, topic: str, per_batch: int, steps: list[int], last: int) -> list[dict]:
     """Produce up to each step's record count in batches of ``per_batch``; time a tail fetch at each."""
     from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": url})   # held: a collected client cancels its futures
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(10)
+    create_topics(url, [topic], 1)
     p = Producer({"bootstrap.servers": url, "linger.ms": 1000 if per_batch > 1 else 0,
                   "batch.num.messages": per_batch, "acks": 1, "log.connection.close": False})
     rows, stored = [], 0

@@ -52,9 +52,9 @@ def featurize(net: VoiceToneNet, manifest: str, representation: str, batch: int 
     entries = [e for e in read_manifest(manifest) if e.speech and e.sentiment is not None]
     ds = WindowDataset(entries, net.cfg.sample_rate, 5.0, random_crop=False)
     xs, ms, ys = [], [], []
+    fe = net.frontend
     for i in range(0, len(ds), batch):
         b = collate_windows([ds[j] for j in range(i, min(len(ds), i + batch))])
-        fe = net.frontend
         lm, flen = fe.featurize(b["audio"], b["lengths"])
         h, mask = fe.encode(lm, flen)
         parts = {"frontend": h}

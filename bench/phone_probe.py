@@ -34,13 +34,12 @@ from rich.table import Table  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.data.dataset import WindowDataset, collate_windows  # noqa: E402
 from model.data.manifest import read_manifest  # noqa: E402
-from model.network import VoiceToneNet  # noqa: E402
-from model.train.asr_stage import frame_phone_labels  # noqa: E402
-from model.train.classifier_stage import asr_net_from_checkpoint  # noqa: E402
-from model.train.asr_stage import load_frontend  # noqa: E402
 from model.features import mfcc_with_deltas, pool_frames  # noqa: E402
 from model.frontend import SUBSAMPLING  # noqa: E402
 from model.kmeans import kmeans  # noqa: E402
+from model.network import VoiceToneNet  # noqa: E402
+from model.train.asr_stage import frame_phone_labels, load_frontend  # noqa: E402
+from model.train.classifier_stage import asr_net_from_checkpoint  # noqa: E402
 
 
 def networks(path: str) -> tuple[torch.nn.Module, torch.nn.Module | None]:
@@ -64,11 +63,10 @@ def layer_taps(name: str, fe: torch.nn.Module, outs: dict) -> list[str]:
 
 
 @torch.no_grad()
-def features(paths: list[str], ds: WindowDataset, index: dict[str, int], batch: int = 32, layers: bool = False):
+def features(nets: dict, ds: WindowDataset, index: dict[str, int], batch: int = 32, layers: bool = False):
     """Per representation name: (frames [N, D], phone ids [N]) over every aligned frame of ``ds``, and
-    the item each frame came from. With ``layers`` also the front ends' inner representations."""
-    nets = {Path(p).stem if Path(p).stem not in ("asr", "classifier", "pretrain") else p: networks(p)
-            for p in paths}
+    the item each frame came from, for ``nets`` (name -> `networks`). With ``layers`` also the front
+    ends' inner representations."""
     outs: dict[str, torch.Tensor] = {}
     inner = [t for k, (fe, _) in nets.items() for t in layer_taps(k, fe, outs)] if layers else []
     names = (["logmel", "mfcc"] + inner + [f"{k}:frontend" for k in nets]
@@ -95,7 +93,7 @@ def features(paths: list[str], ds: WindowDataset, index: dict[str, int], batch: 
             if not b["phones"][r] or not keep.any():
                 continue
             x = lm[r, :int(flen[r])]
-            stacked = x[: x.shape[0] // 4 * 4].reshape(-1, 4 * x.shape[1])
+            stacked = x[: x.shape[0] // SUBSAMPLING * SUBSAMPLING].reshape(-1, SUBSAMPLING * x.shape[1])
             n = min(int(n_frames[r]), stacked.shape[0])
             keep = keep[:n]
             xs["logmel"].append(stacked[:n][keep])
@@ -107,13 +105,17 @@ def features(paths: list[str], ds: WindowDataset, index: dict[str, int], batch: 
     return ({k: torch.cat(v) for k, v in xs.items()}, torch.cat(ys), torch.cat(owners))
 
 
+def standardized(x: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    """Each dimension to zero mean, unit variance over the training frames."""
+    return (x - x[train].mean(0)) / (x[train].std(0) + 1e-5)
+
+
 def probe(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes: int, hidden: int, steps: int,
           silence: int = -1, seed: int = 0) -> tuple[float, float, float]:
     """(train, held-out, held-out on phones other than ``silence``) frame accuracy of a linear (hidden 0)
     or one-hidden-layer classifier."""
     torch.manual_seed(seed)
-    mu, sd = x[train].mean(0), x[train].std(0) + 1e-5
-    x = (x - mu) / sd
+    x = standardized(x, train)
     d = x.shape[1]
     net = nn.Linear(d, classes) if hidden == 0 else nn.Sequential(nn.Linear(d, hidden), nn.GELU(),
                                                                    nn.Linear(hidden, classes))
@@ -136,8 +138,7 @@ def cluster_purity(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, k: int
     targets), each named by its most frequent training phone; the held-out frames' accuracy under that
     naming (silence excluded). Pretraining can only learn what its targets tell apart."""
     if standardize:
-        mu, sd = x[train].mean(0), x[train].std(0) + 1e-5
-        x = (x - mu) / sd
+        x = standardized(x, train)
     xt = x[train]
     sample = torch.randperm(len(xt), generator=torch.Generator().manual_seed(seed))[:30_000]
     centroids, _ = kmeans(xt[sample], k, seed=seed)
@@ -152,11 +153,11 @@ def cluster_purity(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, k: int
 
 def with_context(x: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
     """Each frame with its neighbours (t-1, t, t+1) of the same utterance: ~120 ms per target."""
-    prev = torch.roll(x, 1, 0)
-    nxt = torch.roll(x, -1, 0)
-    prev[torch.roll(owner, 1, 0) != owner] = x[torch.roll(owner, 1, 0) != owner]
-    nxt[torch.roll(owner, -1, 0) != owner] = x[torch.roll(owner, -1, 0) != owner]
-    return torch.cat([prev, x, nxt], 1)
+    def neighbour(shift: int) -> torch.Tensor:   # a frame's own value at its utterance's edges
+        edge = torch.roll(owner, shift, 0) != owner
+        return torch.where(edge.unsqueeze(1), x, torch.roll(x, shift, 0))
+
+    return torch.cat([neighbour(1), x, neighbour(-1)], 1)
 
 
 def main(argv=None) -> int:
@@ -184,10 +185,12 @@ def main(argv=None) -> int:
     test_e = [e for e in aligned if e.speaker in held_voices][:args.held_out]
     vocab = sorted({ph[0] for e in train_e + test_e for ph in e.phones})
     index = {ph: i for i, ph in enumerate(vocab)}
-    sample_rate = 16000
+    nets = {Path(p).stem if Path(p).stem not in ("asr", "classifier", "pretrain") else p: networks(p)
+            for p in args.checkpoints}
+    sample_rate = next(iter(nets.values()))[0].cfg.sample_rate
     ds = WindowDataset(train_e + test_e, sample_rate, args.window_s, random_crop=False)
     t0 = time.time()
-    xs, y, owner = features(args.checkpoints, ds, index, layers=args.layers)
+    xs, y, owner = features(nets, ds, index, layers=args.layers)
     train = owner < len(train_e)
     console.print(f"features: {len(y)} frames ({int(train.sum())} train, {int((~train).sum())} held out), "
                   f"{len(vocab)} phones, {time.time() - t0:.0f} s")
@@ -202,6 +205,7 @@ def main(argv=None) -> int:
                      "mlp_held_out_no_sil": mlp[2]})
         console.print(f"{name}: linear {lin[0]:.3f} / {lin[1]:.3f} ({lin[2]:.3f} w/o silence), "
                       f"mlp {mlp[0]:.3f} / {mlp[1]:.3f} ({mlp[2]:.3f})")
+    targets = None
     if args.targets:
         mf = xs["mfcc"]
         variants = {"mfcc (as pretraining)": (mf, False), "mfcc standardised": (mf, True),
@@ -213,9 +217,6 @@ def main(argv=None) -> int:
                 acc = cluster_purity(x, y, train, k, silence, std)
                 targets.append({"input": label, "clusters": k, "held_out_no_sil": acc})
                 console.print(f"k-means targets, {label}, {k} clusters: held-out phone accuracy {acc:.3f} (no SIL)")
-        result_targets = targets
-    else:
-        result_targets = None
     table = Table(title=f"Phone probe: frame accuracy, {len(train_e)} train / {len(test_e)} held-out utterances "
                         f"(held-out voices); majority phone {majority:.3f}")
     for col in ("representation", "dim", "linear train", "linear held-out", "(no SIL)", "MLP train", "MLP held-out",
@@ -229,7 +230,7 @@ def main(argv=None) -> int:
     print(json.dumps({"bench": "phone_probe", "checkpoints": args.checkpoints, "manifest": args.manifest,
                       "train_utterances": len(train_e), "held_out_utterances": len(test_e),
                       "phones": len(vocab), "majority_held_out": majority, "steps": args.steps, "rows": rows,
-                      "targets": result_targets}))
+                      "targets": targets}))
     return 0
 
 
