@@ -91,9 +91,15 @@ class Head(nn.Module):
         return self.cls(x, mask)[0]   # sentiment logits; the speech logit is not probed
 
 
-def fit(kind: str, train, test, epochs: int, seed: int = 0) -> dict[str, float]:
+def fit(kind: str, train, test, epochs: int, seed: int = 0, fraction: float = 1.0) -> dict[str, float]:
+    """Train one head; with ``fraction`` < 1 on that random share of the training windows, for
+    proportionally more epochs (the same number of updates), so a learning curve isolates data."""
     torch.manual_seed(seed)
     (x, m, y), (xt, mt, yt) = train, test
+    if fraction < 1.0:
+        keep = torch.randperm(len(y))[: max(1, int(round(fraction * len(y))))]
+        x, m, y = x[keep], m[keep], y[keep]
+        epochs = int(round(epochs / fraction))
     head = Head(kind, x.shape[-1])
     opt = torch.optim.AdamW(head.parameters(), 1e-3, weight_decay=0.01)
     counts = torch.bincount(y, minlength=3).float()
@@ -112,7 +118,7 @@ def fit(kind: str, train, test, epochs: int, seed: int = 0) -> dict[str, float]:
         with torch.no_grad():
             return torch.cat([head(a[i:i + 256], b[i:i + 256]).argmax(-1) for i in range(0, len(a), 256)])
 
-    return {"head": kind, "train_ua": unweighted_accuracy(y.numpy(), pred(x, m).numpy()),
+    return {"head": kind, "fraction": fraction, "train_windows": len(y), "train_ua": unweighted_accuracy(y.numpy(), pred(x, m).numpy()),
             "test_ua": unweighted_accuracy(yt.numpy(), pred(xt, mt).numpy()), "seconds": time.time() - t0,
             "params": sum(p.numel() for p in head.parameters())}
 
@@ -127,6 +133,8 @@ def main(argv=None) -> int:
                    choices=["encoder", "frontend", "subsampler", "encoder+subsampler", "encoder+frontend"],
                    help="what the heads read; A+B: both concatenated per frame")
     p.add_argument("--heads", default=",".join(HEADS))
+    p.add_argument("--fractions", default="1",
+                   help="comma-separated shares of the training windows (a learning curve: does more data help?)")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     console = Console(stderr=True)
@@ -138,13 +146,15 @@ def main(argv=None) -> int:
     console.print(f"features: {len(train[2])} train, {len(test[2])} test windows in {time.time() - t0:.0f} s")
     rows = []
     for kind in args.heads.split(","):
-        rows.append(fit(kind, train, test, args.epochs))
-        console.print(rows[-1])
+        for fraction in map(float, args.fractions.split(",")):
+            rows.append(fit(kind, train, test, args.epochs, fraction=fraction))
+            console.print(rows[-1])
     table = Table(title=f"Head probe on the frozen {args.representation} ({args.checkpoint}), window-level UA")
-    for col in ("head", "params", "train UA", "held-out UA", "seconds"):
+    for col in ("head", "params", "train windows", "train UA", "held-out UA", "seconds"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["head"], str(r["params"]), f"{r['train_ua']:.3f}", f"{r['test_ua']:.3f}", f"{r['seconds']:.0f}")
+        table.add_row(r["head"], str(r["params"]), str(r["train_windows"]), f"{r['train_ua']:.3f}",
+                      f"{r['test_ua']:.3f}", f"{r['seconds']:.0f}")
     console.print(table)
     print(json.dumps({"checkpoint": args.checkpoint, "model_version": ck.get("version"),
                       "representation": args.representation, "epochs": args.epochs,
