@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -57,6 +58,28 @@ def unweighted_accuracy(y_true, y_pred, num_classes: int = 3) -> float:
     if not present.any():
         return float("nan")
     return float(np.mean(np.diag(cm)[present] / support[present]))
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p for two systems scored on the same clips: a binomial test of the
+    clips only one of them gets right (``only_a``, ``only_b``) against 1/2."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
+
+
+def paired_ua_interval(y_true, pred_a, pred_b, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% paired bootstrap interval of UA(b) - UA(a), resampling clips: whether a new model's gain
+    over the shipped one on the same held-out clips is more than the luck of the draw."""
+    y, pa, pb = (np.asarray(v) for v in (y_true, pred_a, pred_b))
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n)
+    for i in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        diffs[i] = unweighted_accuracy(y[idx], pb[idx]) - unweighted_accuracy(y[idx], pa[idx])
+    return float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
 
 
 def macro_f1(y_true, y_pred, num_classes: int = 3) -> float:

@@ -16,6 +16,8 @@ from model.evaluate import (
     confusion_matrix,
     evaluate_model,
     macro_f1,
+    mcnemar_exact,
+    paired_ua_interval,
     per_group,
     plot_report,
     roc_auc,
@@ -187,3 +189,21 @@ def test_plot_and_cli(corpus, tmp_path, monkeypatch, capsys):
     saved = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert len(saved["clips"]) == 8
     assert (tmp_path / "ev" / "report.png").exists()
+
+
+def test_mcnemar_exact_on_hand_computed_cases():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 5) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)          # one tail 1/2^6, doubled
+    assert mcnemar_exact(1, 9) == mcnemar_exact(9, 1) == pytest.approx(2 * 11 / 1024)
+
+
+def test_paired_ua_interval_brackets_a_real_gain_and_collapses_for_identical_systems():
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 100)
+    a = np.where(rng.random(300) < 0.5, y, (y + 1) % 3)            # ~0.5 UA
+    b = np.where(rng.random(300) < 0.9, y, (y + 1) % 3)            # ~0.9 UA
+    lo, hi = paired_ua_interval(y, a, b, n=300)
+    gain = unweighted_accuracy(y, b) - unweighted_accuracy(y, a)
+    assert 0.2 < lo < gain < hi < 0.6
+    assert paired_ua_interval(y, a, a, n=50) == (0.0, 0.0)
