@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -66,6 +65,20 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- (a) acoustic only
+def frontend_only(path: str, copy: Path) -> str:
+    """A pretrain-stage checkpoint holding just ``path``'s front end. Given a later-stage checkpoint
+    (e.g. the shipped model), the ASR stage would warm-start its trained encoder from it and the
+    "no ASR stage" system would silently read a trained one."""
+    from model.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(path)
+    if ck["stage"] == "pretrain":
+        return path
+    save_checkpoint(copy, stage="pretrain", name=ck["name"], config=ck["config"],
+                    parts={"frontend": ck["state"]["frontend"]}, hf_config=ck.get("hf_config"))
+    return str(copy)
+
+
 def run_acoustic(args) -> int:
     """Random (untrained, frozen) ASR encoder on the pretrained front end, then the usual classifier stage."""
     _threads(args.threads)
@@ -79,8 +92,9 @@ def run_acoustic(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     no_asr = out.with_name(out.stem + ".no-asr.pt")
     t0 = time.time()
+    pretrain = frontend_only(args.pretrain, out.with_name(out.stem + ".frontend.pt"))
     # steps=0: the ASR stage only builds the network (random encoder, the tokenizer) and saves it untrained
-    run_asr(TrainConfig(manifest=args.manifest, out=str(no_asr), init=args.pretrain, steps=0, warmup=0,
+    run_asr(TrainConfig(manifest=args.manifest, out=str(no_asr), init=pretrain, steps=0, warmup=0,
                         seed=args.seed, device="cpu", resume=False, progress=False, extra={"eval_items": 1}))
     run_classifier(TrainConfig(manifest=args.manifest, out=str(out), init=str(no_asr), steps=args.steps,
                                batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=args.seed,
@@ -165,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("acoustic", help="(a) classifier on the pretrained front end, no ASR stage")
-    p.add_argument("--pretrain", required=True, help="pretrain-stage checkpoint (the hybrid's)")
+    p.add_argument("--pretrain", required=True, help="the hybrid's pretrain-stage checkpoint, or a later one whose front end is taken")
     p.add_argument("--manifest", required=True, help="training manifest (the hybrid's)")
     p.add_argument("--test", required=True)
     p.add_argument("--out", required=True, help="classifier checkpoint to write")
