@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -28,20 +27,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from head_probe import pad_stack  # noqa: E402
 from model.asr import build_asr_encoder  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.data.dataset import WindowDataset, collate_windows  # noqa: E402
 from model.data.manifest import read_manifest  # noqa: E402
+from model.evaluate import normalize_text as words  # noqa: E402  (lower-case words, as WER splits them)
 from model.evaluate import unweighted_accuracy  # noqa: E402
-from model.tokenizer import SENTIMENTS, normalize_text  # noqa: E402
+from model.tokenizer import SENTIMENTS  # noqa: E402
 from model.train.asr_stage import asr_entries  # noqa: E402
 from model.train.classifier_stage import asr_net_from_checkpoint  # noqa: E402
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z']+", normalize_text(text))
 
 
 @torch.no_grad()
@@ -56,9 +54,7 @@ def featurize(net, entries, window_s: float, representation: str):
         h, m = net.frontend.encode(lm, fl)
         xs.append(net.asr.encode(h, m) if representation == "encoder" else h)
         ms.append(m)
-    t = max(x.shape[1] for x in xs)
-    return (torch.cat([F.pad(x, (0, 0, 0, t - x.shape[1])) for x in xs]),
-            torch.cat([F.pad(m, (0, t - m.shape[1]), value=False) for m in ms]))
+    return pad_stack(xs, ms)
 
 
 def regression(x, y, l2: float = 1e-3, steps: int = 300):

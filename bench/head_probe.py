@@ -67,12 +67,16 @@ def featurize(net: VoiceToneNet, manifest: str, representation: str, batch: int 
     return stack_padded(xs, ms, ys)
 
 
-def stack_padded(xs: list[torch.Tensor], ms: list[torch.Tensor], ys: list[torch.Tensor]):
-    """Concatenate feature / mask / label chunks of different lengths, zero-padding time to the longest."""
+def pad_stack(xs: list[torch.Tensor], ms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate feature / mask chunks of different lengths, zero-padding time to the longest."""
     t = max(x.shape[1] for x in xs)
-    feats = torch.cat([F.pad(x, (0, 0, 0, t - x.shape[1])) for x in xs])
-    masks = torch.cat([F.pad(m, (0, t - m.shape[1]), value=False) for m in ms])
-    return feats, masks, torch.cat(ys)
+    return (torch.cat([F.pad(x, (0, 0, 0, t - x.shape[1])) for x in xs]),
+            torch.cat([F.pad(m, (0, t - m.shape[1]), value=False) for m in ms]))
+
+
+def stack_padded(xs: list[torch.Tensor], ms: list[torch.Tensor], ys: list[torch.Tensor]):
+    """``pad_stack`` plus the chunks' labels."""
+    return (*pad_stack(xs, ms), torch.cat(ys))
 
 
 class Head(nn.Module):
