@@ -121,6 +121,17 @@ def test_model_transcriber_chunks_long_audio():
     assert len(mt.last_sentiments) == 2
 
 
+@pytest.mark.parametrize("chunks", [1, 2])
+def test_model_transcriber_folds_a_short_tail_into_the_last_chunk(chunks):
+    # whole 5 s chunks, then a 0.1 s tail too short to hold a word: the tail joins the chunk before it
+    levels = [0.2, 0.0][:chunks]  # first chunk loud, second soft: a misplaced chunk shows in the words
+    x = np.concatenate([np.full(80000, v) for v in levels] + [np.zeros(1600)]).astype(np.float32)
+    mt = ModelTranscriber(_EnergyModel(), window_s=5.0)
+    text = mt.transcribe(x)
+    assert text.split() == (["loud"] * 10 + ["soft"] * 10)[: 10 * chunks]
+    assert len(mt.last_sentiments) == chunks
+
+
 def test_cli_writes_labelled_manifest(tmp_path):
     write_wav(tmp_path / "quiet.wav", 16000, np.zeros(1600, np.float32))
     write_manifest(tmp_path / "in.jsonl", [ManifestEntry(audio="quiet.wav", transcript="what a lovely day")])

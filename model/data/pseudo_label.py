@@ -114,7 +114,8 @@ class ModelTranscriber:
             return ""
         chunks = [x[i:i + self.window_n] for i in range(0, len(x), self.window_n)]
         if len(chunks) > 1 and len(chunks[-1]) < 0.2 * SAMPLE_RATE:  # too short to hold a word
-            chunks[-2] = np.concatenate([chunks[-2], chunks.pop()])
+            tail = chunks.pop()
+            chunks[-1] = np.concatenate([chunks[-1], tail])
         texts, self.last_sentiments = [], []
         for start in range(0, len(chunks), self.batch_size):
             part = chunks[start:start + self.batch_size]
