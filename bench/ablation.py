@@ -116,7 +116,7 @@ def run_acoustic(args) -> int:
 def run_text(args) -> int:
     """PocketSphinx transcript -> VADER label, on the test audio (transcripts and labels withheld)."""
     from model.data.dataset import AudioCache
-    from model.data.pseudo_label import PocketSphinxTranscriber, VaderLabeller, _segment
+    from model.data.pseudo_label import PocketSphinxTranscriber, VaderLabeller
 
     entries = [e for e in read_manifest(args.test) if e.speech and e.sentiment is not None]
     if args.limit:
@@ -124,7 +124,7 @@ def run_text(args) -> int:
     asr, vader, cache = PocketSphinxTranscriber(), VaderLabeller(args.pos, args.neg), AudioCache(16000, 256 << 20)
     records, t0 = [], time.time()
     for i, e in enumerate(entries):
-        hyp = asr.transcribe(_segment(cache, e))
+        hyp = asr.transcribe(cache.segment(e))
         pred = SENTIMENTS.index(vader.label(hyp)) if hyp else SENTIMENTS.index("neutral")
         ref_pred = SENTIMENTS.index(vader.label(e.transcript)) if e.transcript else -1
         records.append({"audio": e.audio, "group": dict(e.group), "label": e.label_index, "pred": pred,
