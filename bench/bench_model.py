@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import model  # noqa: E402
+from model.config import ModelConfig, apply_overrides  # noqa: E402
 from model.inference import VoiceToneModel  # noqa: E402
 
 WINDOW_S = 5.0
@@ -131,6 +132,14 @@ def transcribe_ratio(m: VoiceToneModel, batch: int, min_time: float) -> dict:
             "ratio": t_dec / t_pred, "mean_chars_decoded": chars}
 
 
+def _loader(checkpoint: str | None, overrides: list[str] | None, device: str):
+    """precision -> model: the checkpoint, or with ``overrides`` an untrained network of its config changed so."""
+    if not overrides:
+        return lambda prec: model.load(checkpoint, device=device, precision=prec)
+    cfg = apply_overrides(ModelConfig.from_dict(model.load(checkpoint, device="cpu").config.to_dict()), overrides)
+    return lambda prec: VoiceToneModel.untrained(cfg, device=device).set_precision(prec).use_jit(True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", help="model checkpoint (default: model.load()'s default)")
@@ -145,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-max-batch", type=int, default=None,
                    help="windows per forward on CPU (predict splits larger batches; 0: one forward; "
                         "default: the model's, VoiceToneModel.cpu_max_batch)")
+    p.add_argument("--untrained-set", action="append", metavar="KEY=VALUE",
+                   help="time an UNTRAINED network of the checkpoint's architecture with this ModelConfig field "
+                        "changed (repeatable): what a wider or deeper encoder would cost before training one")
     args = p.parse_args(argv)
     if args.cpu_max_batch is not None:
         VoiceToneModel.cpu_max_batch = args.cpu_max_batch
@@ -158,12 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         if dev == "cuda" and not torch.cuda.is_available():
             console.print("[yellow]CUDA not available: skipping cuda[/]")
             continue
-        m = model.load(args.checkpoint, device=dev)
+        load = _loader(args.checkpoint, args.untrained_set, dev)
+        m = load("fp32")
         if flops is None:
             flops = count_flops(m, windows(1, m.sample_rate))
         console.print(f"[bold]{dev}[/]: model {m.version}, {flops / 1e9:.3f} GFLOP per 5 s window")
         wanted = [p for p in precisions if not (p == "int8" and dev != "cpu")]  # int8: CPU only
-        results += bench_device(lambda prec, dev=dev: model.load(args.checkpoint, device=dev, precision=prec),
+        results += bench_device(load,
                                 batch_sizes, wanted, args.min_time, flops, tuple(args.inputs.split(",")),
                                 tuple(j == "on" for j in args.jit.split(",")))
         ratios[dev] = transcribe_ratio(m, args.ratio_batch, args.min_time)

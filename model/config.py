@@ -81,6 +81,20 @@ class ModelConfig:
         return int(round(self.sample_rate * self.win_ms / 1000))
 
 
+def apply_overrides(cfg: ModelConfig, items: list[str] | None) -> ModelConfig:
+    """``KEY=VALUE`` strings (a JSON value, or else the raw string) set on ``cfg``, as ``--set`` gives them."""
+    for item in items or []:
+        key, _, raw = item.partition("=")
+        if not hasattr(cfg, key):
+            raise SystemExit(f"--set: ModelConfig has no field {key!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        setattr(cfg, key, value)
+    return cfg
+
+
 def tiny_config(**overrides: Any) -> ModelConfig:
     """A very small network for tests and smoke runs (same architecture, fewer units)."""
     base = dict(n_mels=40, conv_channels=8, d_model=32, frontend_layers=1, heads=2, ffn_mult=2,

@@ -150,3 +150,12 @@ def test_untrained_model_is_deterministic():
     b = VoiceToneModel.untrained(tiny_config(), seed=3)
     assert a.version == b.version and a.version.startswith("untrained-")
     assert a.weights_hash() == b.weights_hash()
+
+
+def test_apply_overrides_parses_json_values_and_rejects_unknown_fields():
+    from model.config import ModelConfig, apply_overrides
+
+    cfg = apply_overrides(ModelConfig(), ["d_model=128", "dropout=0.2", "asr_encoder=transformer"])
+    assert (cfg.d_model, cfg.dropout, cfg.asr_encoder) == (128, 0.2, "transformer")
+    with pytest.raises(SystemExit, match="no field 'width'"):
+        apply_overrides(ModelConfig(), ["width=3"])

@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from model.config import ModelConfig, tiny_config
+from model.config import ModelConfig, apply_overrides, tiny_config
 from model.train.common import TrainConfig
 
 
@@ -22,15 +22,7 @@ def _model_config(args) -> ModelConfig | None:
         return None
     base = json.loads(Path(args.config).read_text()) if args.config else {}
     cfg = tiny_config(**base) if args.tiny else ModelConfig.from_dict(base)
-    for item in args.set or []:
-        key, _, raw = item.partition("=")
-        if not hasattr(cfg, key):
-            raise SystemExit(f"--set: ModelConfig has no field {key!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        setattr(cfg, key, value)
+    apply_overrides(cfg, args.set)
     if getattr(args, "hf_path", None):
         cfg.frontend, cfg.hf_path = "hf", args.hf_path
     return cfg
