@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from model.data.manifest import ManifestError, read_manifest
 from model.train.asr_stage import frame_phone_labels
 from schemas.resample import resample
 from schemas.wav import read_wav, write_wav
+from tests._speech import speak
 
 SR = 16000
 
@@ -47,13 +46,7 @@ def test_phones_in_a_manifest_are_validated(tmp_path):
 
 
 def _tts(path, text):
-    if shutil.which("flite"):
-        subprocess.run(["flite", "-t", text, "-o", str(path)], check=True, capture_output=True)
-    elif shutil.which("espeak-ng"):
-        subprocess.run(["espeak-ng", "-s", "140", "-v", "en-us", "-w", str(path), text], check=True, capture_output=True)
-    else:
-        pytest.skip("no TTS engine (flite or espeak-ng) installed")
-    rate, x = read_wav(path)
+    rate, x = read_wav(speak(path, text))
     return np.asarray(resample(x[0], rate, SR), dtype=np.float32)
 
 

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from model.data.manifest import ManifestEntry, write_manifest
+from tests._speech import speak
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_text_ablation_transcribes_and_labels(tmp_path):
-    if not shutil.which("flite"):
-        pytest.skip("flite not installed (scripts/setup.sh installs it)")
     text = "thank you so much, this is wonderful and i am very happy"
-    subprocess.run(["flite", "-t", text, "-o", str(tmp_path / "a.wav")], check=True, capture_output=True)
+    speak(tmp_path / "a.wav", text)
     write_manifest(tmp_path / "test.jsonl", [ManifestEntry(audio="a.wav", transcript=text, sentiment="positive")])
     out = tmp_path / "text.json"
     proc = subprocess.run([sys.executable, "bench/ablation.py", "text", "--test", str(tmp_path / "test.jsonl"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -20,19 +19,11 @@ from model.data.pseudo_label import (
 from model.evaluate import word_error_rate
 from schemas.resample import resample
 from schemas.wav import read_wav, write_wav
+from tests._speech import speak
 
 
 def _tts(tmp_path, name, text):
-    """Speech from flite (clearest for PocketSphinx) or espeak-ng."""
-    out = tmp_path / name
-    if shutil.which("flite"):
-        subprocess.run(["flite", "-t", text, "-o", str(out)], check=True, capture_output=True)
-    elif shutil.which("espeak-ng"):
-        subprocess.run(["espeak-ng", "-s", "140", "-v", "en-us", "-w", str(out), text], check=True,
-                       capture_output=True)
-    else:
-        pytest.skip("no TTS engine (flite or espeak-ng) installed")
-    return str(out)
+    return speak(tmp_path / name, text)
 
 
 @pytest.fixture(scope="module")
