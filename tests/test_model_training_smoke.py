@@ -164,3 +164,19 @@ def test_asr_stage_learns_a_frame_level_phone_target(manifest, tmp_path):
     with pytest.raises(ValueError, match="phone"):
         run_asr(TrainConfig(manifest=str(manifest), out=str(tmp_path / "x.pt"), init=str(pre), steps=1,
                             extra={"phone_weight": 1.0}, **common))
+
+
+def test_asr_stage_learns_a_word_spotting_target(manifest, tmp_path):
+    """With --bow-weight the encoder is also trained to name each transcript word in some frame:
+    that loss falls and its F1 is reported; the head is training-only (not in the checkpoint)."""
+    common = dict(manifest=str(manifest), batch_size=8, warmup=2, save_every=0, device="cpu",
+                  augment=False, progress=False, lr=3e-3)
+    pre = tmp_path / "pretrain.pt"
+    run_pretrain(TrainConfig(out=str(pre), steps=5, **common), tiny_config())
+    s = run_asr(TrainConfig(out=str(tmp_path / "asr.pt"), init=str(pre), steps=80,
+                            extra={"eval_items": 4, "bow_weight": 1.0}, **common))
+    assert s["last"]["bow_loss"] < s["first"]["bow_loss"] - 0.3, (s["first"], s["last"])
+    assert s["last"]["bow_f1"] > s["first"]["bow_f1"]
+    ck = load_checkpoint(tmp_path / "asr.pt")
+    assert ck["metrics"]["asr"]["bow_words"] == 13   # the fixture's phrases: 13 words, each in >= 2 transcripts
+    assert not any(k.startswith("words") for k in ck["state"]["asr"])

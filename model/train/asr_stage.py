@@ -8,6 +8,9 @@ features the frozen front end sees.
 from __future__ import annotations
 
 import logging
+import math
+import re
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -54,6 +57,50 @@ def frame_phone_labels(phones: list, durations: list[float], frames: torch.Tenso
         inside = (k >= 0) & (centres < ends[np.clip(k, 0, None)])
         out[row, :n] = torch.from_numpy(np.where(inside, ids[np.clip(k, 0, None)], -100))
     return out
+
+
+def transcript_words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
+def word_vocab(transcripts, min_count: int = 2) -> list[str]:
+    """The words of the training transcripts that occur in at least ``min_count`` of them
+    (a word seen once cannot be learnt to be spotted in other voices)."""
+    counts = Counter(w for t in transcripts if t for w in transcript_words(t))
+    return sorted(w for w, c in counts.items() if c >= min_count)
+
+
+def bag_of_words(transcripts: list[str], index: dict[str, int]) -> torch.Tensor:
+    """[B, K] multi-hot: which vocabulary words each transcript holds."""
+    out = torch.zeros(len(transcripts), len(index))
+    for row, t in enumerate(transcripts):
+        cols = [index[w] for w in transcript_words(t) if w in index]
+        out[row, cols] = 1.0
+    return out
+
+
+def word_spotting_loss(logits: torch.Tensor, mask: torch.Tensor, bag: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Bag-of-words target through max pooling over time: for each vocabulary word, the frame that
+    scores it highest must say whether the utterance holds it. No alignment is needed, yet the
+    loss can only be met by frames that name their words, which is what the frozen encoder must
+    hand the classifier. BCE summed over the vocabulary per positive word (so that a 700-word
+    vocabulary does not drown the few words present)."""
+    pooled = logits.float().masked_fill(~mask[..., None], float("-inf")).amax(1)
+    loss = F.binary_cross_entropy_with_logits(pooled, bag, reduction="sum") / bag.sum().clamp(min=1)
+    with torch.no_grad():
+        hit = pooled > 0
+        tp = (hit & (bag > 0)).sum()
+        f1 = 2 * tp / (hit.sum() + (bag > 0).sum()).clamp(min=1)
+    return {"loss": loss, "f1": f1}
+
+
+def word_head(d_model: int, vocab: list[str], words_per_utterance: float) -> nn.Linear:
+    """The word-spotting head (training only, like the decoder), its bias at the prior so that the
+    first steps' loss is the words', not the bias's."""
+    head = nn.Linear(d_model, len(vocab))
+    p = min(0.5, max(1e-4, words_per_utterance / max(1, len(vocab))))
+    nn.init.constant_(head.bias, math.log(p / (1 - p)))
+    return head
 
 
 def asr_entries(entries, window_s: float):
@@ -148,6 +195,17 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
     if phone_head is not None:
         log.info("asr: phone target on %d of %d entries, %d phones, weight %.2f",
                  sum(1 for e in entries if e.phones), len(entries), len(phone_vocab), phone_weight)
+    bow_weight = float(tc.extra.get("bow_weight", 0.0))
+    bow_vocab = word_vocab(e.transcript for e in entries) if bow_weight > 0 else []
+    if bow_weight > 0 and not bow_vocab:
+        raise ValueError(f"{tc.manifest}: --bow-weight needs words that occur in at least two transcripts")
+    bow_index = {w: i for i, w in enumerate(bow_vocab)}
+    bow_head = None
+    if bow_vocab:
+        per_utt = float(np.mean([len(transcript_words(e.transcript) & bow_index.keys()) for e in entries]))
+        bow_head = word_head(cfg.d_model, bow_vocab, per_utt).to(device)
+        log.info("asr: word-spotting target, %d words (%.1f per utterance), weight %.2f",
+                 len(bow_vocab), per_utt, bow_weight)
     warm_start(net, tc.init, tok)
     freeze(net.frontend)
     aug = WaveformAugmenter(seed=tc.seed, sample_rate=cfg.sample_rate) if tc.augment else None
@@ -180,9 +238,16 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
             valid = target != -100
             out["phone_ce"] = ce.detach().nan_to_num(0.0)
             out["phone_acc"] = ((logits.argmax(-1) == target) & valid).sum() / valid.sum().clamp(min=1)
+        if bow_head is not None:
+            bag = bag_of_words([batch["transcripts"][i] for i in keep], bow_index).to(enc.device)
+            words = word_spotting_loss(bow_head(enc), mask, bag)
+            out["loss"] = out["loss"] + bow_weight * words["loss"]
+            out["bow_loss"] = words["loss"].detach()
+            out["bow_f1"] = words["f1"]
         return out
 
-    trainable = {"asr": net.asr} | ({"phones": phone_head} if phone_head is not None else {})
+    trainable = ({"asr": net.asr} | ({"phones": phone_head} if phone_head is not None else {})
+                 | ({"words": bow_head} if bow_head is not None else {}))
     history = train_loop(desc="asr", tc=tc, trainable=trainable, step_fn=step,
                          batches=lambda s: batch_stream(dataset, order, tc, s), device=device)
     summary = summarize(history)
@@ -192,6 +257,8 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
     metrics["asr"] = {k: v for k, v in summary.items() if k != "loss_curve"} | evals | {"windows": len(dataset)}
     if phone_head is not None:
         metrics["asr"] |= {"phone_weight": phone_weight, "phones": phone_vocab}
+    if bow_head is not None:
+        metrics["asr"] |= {"bow_weight": bow_weight, "bow_words": len(bow_vocab)}
     save_checkpoint(tc.out, stage="asr", name=name, config=cfg.to_dict(), vocab=tok.vocab,
                     parts={"frontend": net.frontend, "asr": net.asr}, metrics=metrics, hf_config=hf_config)
     write_metrics(tc.out, "asr", summary, tc, **evals)

@@ -78,6 +78,7 @@ def _run_asr(args) -> int:
 
     tc = _train_config(args)
     tc.extra["phone_weight"] = args.phone_weight
+    tc.extra["bow_weight"] = args.bow_weight
     s = run_asr(tc, _model_config(args), name=args.name)
     print(json.dumps({"stage": "asr", "first_loss": s["first"]["loss"], "last_loss": s["last"]["loss"],
                       "decode_sentiment_acc": s["decode_sentiment_acc"], "decode_cer": s["decode_cer"]}))
@@ -111,6 +112,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--phone-weight", type=float, default=0.0,
                    help="weight of a frame-level phone loss on the encoder (needs phone timings in the manifest: "
                         "voicetone data align); 0 (default): CTC + decoder only")
+    p.add_argument("--bow-weight", type=float, default=0.0,
+                   help="weight of a word-spotting loss on the encoder (each transcript word must be named by "
+                        "some frame: bag-of-words targets, max pooled over time; training only); 0 (default): off")
     _with_config_flags(p)
     p.set_defaults(func=_run_asr)
 
