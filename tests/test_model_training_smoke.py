@@ -180,3 +180,32 @@ def test_asr_stage_learns_a_word_spotting_target(manifest, tmp_path):
     ck = load_checkpoint(tmp_path / "asr.pt")
     assert ck["metrics"]["asr"]["bow_words"] == 13   # the fixture's phrases: 13 words, each in >= 2 transcripts
     assert not any(k.startswith("words") for k in ck["state"]["asr"])
+
+
+def test_a_deeper_encoder_warm_started_from_a_shallower_one_begins_where_it_ended(manifest, tmp_path):
+    """--init with an ASR checkpoint of fewer encoder layers: the extra layers start as identities,
+    so the grown network's encoder output equals the trained one's before any step."""
+    from model.network import VoiceToneNet
+    from model.tokenizer import CharTokenizer
+    from model.train.asr_stage import warm_start
+
+    common = dict(manifest=str(manifest), batch_size=8, warmup=2, save_every=0, device="cpu",
+                  augment=False, progress=False, lr=3e-3, extra={"eval_items": 4})
+    pre, asr = tmp_path / "pretrain.pt", tmp_path / "asr.pt"
+    run_pretrain(TrainConfig(out=str(pre), steps=5, **common), tiny_config())
+    run_asr(TrainConfig(out=str(asr), init=str(pre), steps=10, **common), tiny_config())
+    ck = load_checkpoint(asr)
+    tok = CharTokenizer(ck["vocab"])
+    nets = []
+    for layers in (1, 3):
+        net = VoiceToneNet(tiny_config(asr_layers=layers), len(tok))
+        net.frontend.load_state_dict(ck["state"]["frontend"])
+        warm_start(net, str(asr), tok)
+        nets.append(net.eval())
+    audio = torch.from_numpy(np.random.default_rng(1).standard_normal((2, SR)).astype(np.float32) * 0.1)
+    lengths = torch.tensor([SR, SR // 2])
+    with torch.no_grad():
+        a, _ = nets[0].encode(audio, lengths)
+        b, _ = nets[1].encode(audio, lengths)
+    torch.testing.assert_close(a, b)
+    assert nets[1].asr.encoder.layers[2].attn.out.weight.abs().sum() == 0

@@ -24,6 +24,7 @@ from model.data.augment import WaveformAugmenter, spec_augment
 from model.data.dataset import WindowDataset, collate_windows
 from model.data.manifest import SENTIMENTS, read_manifest
 from model.data.sampling import uniform_label_sampler
+from model.layers import TransformerStack
 from model.network import VoiceToneNet, build_frontend
 from model.tokenizer import PAD, CharTokenizer
 from model.train.common import (TrainConfig, batch_stream, entry_duration, freeze, seed_everything,
@@ -144,7 +145,28 @@ def warm_start(net: VoiceToneNet, init: str | None, tok: CharTokenizer) -> None:
     keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     fresh = sorted(set(own) - set(keep))
     net.asr.load_state_dict(keep, strict=False)
-    log.info("asr: warm start from %s (%d tensors; fresh: %s)", init, len(keep), ", ".join(fresh) or "none")
+    grown = grow_as_identity(net.asr.encoder, {k.removeprefix("encoder.") for k in keep})
+    log.info("asr: warm start from %s (%d tensors; fresh: %s%s)", init, len(keep), ", ".join(fresh) or "none",
+             f"; encoder layers {grown} start as identities" if grown else "")
+
+
+def grow_as_identity(encoder: nn.Module, loaded: set[str]) -> list[int]:
+    """A deeper transformer encoder warm-started from a shallower one: the layers the checkpoint
+    lacks get zero output projections on both residual branches, so each starts as the identity
+    and the grown encoder begins exactly where the trained one ended (random layers on top would
+    scramble what the decoder and CTC head read). Returns the indices of the grown layers."""
+    if not isinstance(encoder, TransformerStack):
+        return []
+    grown = []
+    for i, layer in enumerate(encoder.layers):
+        if any(k.startswith(f"layers.{i}.") for k in loaded):
+            continue
+        with torch.no_grad():
+            for lin in (layer.attn.out, layer.ffn[-1]):
+                lin.weight.zero_()
+                lin.bias.zero_()
+        grown.append(i)
+    return grown
 
 
 @torch.no_grad()
