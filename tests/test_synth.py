@@ -221,3 +221,23 @@ def test_cli_parses():
     synth.add_cli(parser.add_subparsers())
     args = parser.parse_args(["synth", "--out", "x", "--n", "5", "--conditions", "clean", "telephone"])
     assert args.n == 5 and args.conditions == ["clean", "telephone"] and callable(args.func)
+
+
+@needs_espeak
+@pytest.mark.parametrize("design", ["held-out", "train-sentences", "train-voices"])
+def test_test_design_holds_out_voices_sentences_or_both(design):
+    """--test-design: the test split's voices come from the held-out set unless "train-voices", its
+    sentences from the held-out design unless "train-sentences"."""
+    from model.data import voices
+    from model.data.synth import plan_corpus
+
+    held = {v.id for v in voices.voices_for_split("test")}
+    jobs = [j for j in plan_corpus(300, 7, test_fraction=0.5, test_design=design) if j.speech]
+    test = [j for j in jobs if j.split == "test"]
+    assert test
+    held_voice = [j.voice.id in held for j in test]
+    held_text = [any(sentences.contains_held_out(t) for t in j.texts) for j in test]
+    assert all(held_voice) if design != "train-voices" else not any(held_voice)
+    assert all(held_text) if design != "train-sentences" else not any(held_text)
+    with pytest.raises(ValueError, match="test design"):
+        plan_corpus(10, 7, test_design="neither")

@@ -94,10 +94,20 @@ def _pick_voice(voices: dict[str, list[Voice]], rng: random.Random) -> Voice:
     return rng.choice([v for v in voices[engine] if v.gender_guess == gender])
 
 
+TEST_DESIGNS = ("held-out", "train-sentences", "train-voices")
+
+
 def plan_corpus(n_utterances: int, seed: int, conditions: Sequence[str] = CONDITIONS,
                 nonspeech_fraction: float = 0.1, test_fraction: float = 0.2,
-                withhold_fraction: float = 0.1) -> list[Job]:
-    """The deterministic list of utterances: splits, classes (balanced per split), voices, texts, tone."""
+                withhold_fraction: float = 0.1, test_design: str = "held-out") -> list[Job]:
+    """The deterministic list of utterances: splits, classes (balanced per split), voices, texts, tone.
+
+    ``test_design`` says what the test split holds out: "held-out" (the default) both its voices and
+    its sentences; "train-sentences" only its voices (sentences from the training design); "train-voices"
+    only its sentences (spoken by training voices). The two partial designs tell which of the two a
+    held-out figure is lost to."""
+    if test_design not in TEST_DESIGNS:
+        raise ValueError(f"unknown test design {test_design!r}; expected one of {TEST_DESIGNS}")
     for c in conditions:
         if c not in CONDITIONS:
             raise ValueError(f"unknown condition {c!r}; expected some of {CONDITIONS}")
@@ -120,11 +130,13 @@ def plan_corpus(n_utterances: int, seed: int, conditions: Sequence[str] = CONDIT
         if job.speech:
             job.sentiment = SENTIMENTS[turn[split] % 3]
             turn[split] += 1
+            sentence_split = "train" if split == "test" and test_design == "train-sentences" else split
+            voice_split = "train" if split == "test" and test_design == "train-voices" else split
             count = rng.choices([c for c, _ in SENTENCE_COUNTS], weights=[w for _, w in SENTENCE_COUNTS])[0]
             for k in range(count):
                 words = sum(len(t.split()) for t in job.texts)
                 for _attempt in range(20):
-                    s = sample_sentence(job.sentiment, split, rng)
+                    s = sample_sentence(job.sentiment, sentence_split, rng)
                     if s.text not in seen and (k == 0 or words + len(s.text.split()) <= MAX_TURN_WORDS):
                         break
                 else:
@@ -133,7 +145,7 @@ def plan_corpus(n_utterances: int, seed: int, conditions: Sequence[str] = CONDIT
                 seen.add(s.text)
                 job.texts.append(s.text)
                 job.template_ids.append(s.template_id)
-            pool = by_split[split] if any(by_split[split].values()) else by_split["train"]
+            pool = by_split[voice_split] if any(by_split[voice_split].values()) else by_split["train"]
             job.voice = _pick_voice(pool, rng)
             job.tone, job.prosody = tone_prosody(job.sentiment, rng)
             if split == "train" and rng.random() < withhold_fraction:
@@ -239,7 +251,7 @@ def manifest_entry(job: Job, facts: dict) -> ManifestEntry:
 
 def synth_corpus(out_dir: str | Path, n_utterances: int, seed: int = 0, conditions: Sequence[str] = CONDITIONS,
                  nonspeech_fraction: float = 0.1, test_fraction: float = 0.2, workers: int = 2,
-                 withhold_fraction: float = 0.1, progress: bool = True) -> Path:
+                 withhold_fraction: float = 0.1, progress: bool = True, test_design: str = "held-out") -> Path:
     """Render the corpus into ``out_dir``; write ``train.jsonl``, ``test.jsonl``, ``stats.json``.
 
     Returns the train manifest's path. Utterances whose synthesis fails are
@@ -247,7 +259,8 @@ def synth_corpus(out_dir: str | Path, n_utterances: int, seed: int = 0, conditio
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = plan_corpus(n_utterances, seed, conditions, nonspeech_fraction, test_fraction, withhold_fraction)
+    jobs = plan_corpus(n_utterances, seed, conditions, nonspeech_fraction, test_fraction, withhold_fraction,
+                       test_design)
     facts: dict[str, dict] = {}
     failures: list[str] = []
     started = time.monotonic()
@@ -325,7 +338,8 @@ def _run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     manifest = synth_corpus(args.out, args.n, args.seed, tuple(args.conditions), args.nonspeech_fraction,
-                            args.test_fraction, args.workers, args.withhold_fraction, progress=not args.quiet)
+                            args.test_fraction, args.workers, args.withhold_fraction, progress=not args.quiet,
+                            test_design=args.test_design)
     stats = json.loads((manifest.parent / "stats.json").read_text())
     table = Table(title=f"synthetic corpus in {manifest.parent}")
     table.add_column("what")
@@ -355,6 +369,10 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     p.add_argument("--nonspeech-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--test-design", choices=TEST_DESIGNS, default="held-out",
+                   help="what the test split holds out: held-out voices and sentences (default); train-sentences: "
+                        "held-out voices reading training-design sentences; train-voices: training voices reading "
+                        "held-out sentences (to tell which of the two a held-out figure is lost to)")
     p.add_argument("--withhold-fraction", type=float, default=0.1,
                    help="share of train entries whose transcript and/or label is dropped for pseudo-labelling")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
