@@ -372,7 +372,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--test-design", choices=TEST_DESIGNS, default="held-out",
                    help="what the test split holds out: held-out voices and sentences (default); train-sentences: "
                         "held-out voices reading training-design sentences; train-voices: training voices reading "
-                        "held-out sentences (to tell which of the two a held-out figure is lost to)")
+                        "held-out sentences (to tell which of the two a held-out figure is lost to; meant with --test-fraction 1: "
+                        "it also changes which training utterances are drawn)")
     p.add_argument("--withhold-fraction", type=float, default=0.1,
                    help="share of train entries whose transcript and/or label is dropped for pseudo-labelling")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
