@@ -17,7 +17,6 @@ probe's own training predictions reads the predicted word probabilities.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import sys
 import time
@@ -35,10 +34,9 @@ from model.asr import build_asr_encoder  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.data.dataset import WindowDataset, collate_windows  # noqa: E402
 from model.data.manifest import read_manifest  # noqa: E402
-from model.evaluate import normalize_text as words  # noqa: E402  (lower-case words, as WER splits them)
 from model.evaluate import unweighted_accuracy  # noqa: E402
 from model.tokenizer import SENTIMENTS  # noqa: E402
-from model.train.asr_stage import asr_entries  # noqa: E402
+from model.train.asr_stage import asr_entries, bag_of_words, word_vocab  # noqa: E402
 from model.train.classifier_stage import asr_net_from_checkpoint  # noqa: E402
 
 
@@ -102,18 +100,8 @@ def main(argv=None) -> int:
     net = asr_net_from_checkpoint(load_checkpoint(args.checkpoint)).eval()
     tr = asr_entries(list(read_manifest(args.train)), args.window_s)
     te = asr_entries(list(read_manifest(args.test)), args.window_s)
-    count = collections.Counter(w for e in tr for w in set(words(e.transcript)))
-    vocab = {w: i for i, w in enumerate(sorted(w for w, c in count.items() if c >= args.min_count))}
-
-    def bag(entries):
-        y = torch.zeros(len(entries), len(vocab))
-        for i, e in enumerate(entries):
-            for w in words(e.transcript):
-                if w in vocab:
-                    y[i, vocab[w]] = 1
-        return y
-
-    ytr, yte = bag(tr), bag(te)
+    vocab = {w: i for i, w in enumerate(word_vocab((e.transcript for e in tr), min_count=args.min_count))}
+    ytr, yte = (bag_of_words([e.transcript for e in es], vocab) for es in (tr, te))
     s_tr = torch.tensor([SENTIMENTS.index(e.sentiment) for e in tr])
     s_te = torch.tensor([SENTIMENTS.index(e.sentiment) for e in te])
     truth = regression(ytr, s_tr)

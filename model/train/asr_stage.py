@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import Counter
 from typing import Any
 
@@ -24,6 +23,7 @@ from model.data.augment import WaveformAugmenter, spec_augment
 from model.data.dataset import WindowDataset, collate_windows
 from model.data.manifest import SENTIMENTS, read_manifest
 from model.data.sampling import uniform_label_sampler
+from model.evaluate import normalize_text
 from model.layers import TransformerStack
 from model.network import VoiceToneNet, build_frontend
 from model.tokenizer import PAD, CharTokenizer
@@ -61,7 +61,8 @@ def frame_phone_labels(phones: list, durations: list[float], frames: torch.Tenso
 
 
 def transcript_words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z']+", text.lower()))
+    """The distinct words of a transcript, split as WER splits them."""
+    return set(normalize_text(text))
 
 
 def word_vocab(transcripts, min_count: int = 2) -> list[str]:
@@ -268,8 +269,7 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
             out["bow_f1"] = words["f1"]
         return out
 
-    trainable = ({"asr": net.asr} | ({"phones": phone_head} if phone_head is not None else {})
-                 | ({"words": bow_head} if bow_head is not None else {}))
+    trainable = {k: m for k, m in {"asr": net.asr, "phones": phone_head, "words": bow_head}.items() if m is not None}
     history = train_loop(desc="asr", tc=tc, trainable=trainable, step_fn=step,
                          batches=lambda s: batch_stream(dataset, order, tc, s), device=device)
     summary = summarize(history)
