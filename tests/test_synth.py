@@ -36,12 +36,13 @@ def test_classes_are_balanced(split):
     assert max(counts.values()) - min(counts.values()) <= 1
 
 
-def test_train_and_test_sentences_never_overlap():
-    train = sentences.generate(15000, seed=3, split="train")
-    test = sentences.generate(3000, seed=3, split="test")
+@pytest.mark.parametrize("grammar", sorted(sentences.GRAMMARS))
+def test_train_and_test_sentences_never_overlap(grammar):
+    train = sentences.generate(15000, seed=3, split="train", grammar=grammar)
+    test = sentences.generate(3000, seed=3, split="test", grammar=grammar)
     assert not {s.text for s in train} & {s.text for s in test}
-    assert not any(sentences.contains_held_out(s.text) for s in train)
-    assert all(sentences.contains_held_out(s.text) for s in test)
+    assert not any(sentences.contains_held_out(s.text, grammar) for s in train)
+    assert all(sentences.contains_held_out(s.text, grammar) for s in test)
     train_templates = {s.template_id for s in train}
     test_only = {s.template_id for s in test} - train_templates
     assert test_only, "some test sentences must come from templates training never sees"
@@ -58,17 +59,45 @@ def test_held_out_phrases_do_not_hide_inside_train_vocabulary():
             assert item in sentences.VOCAB.get(slot, ()) or slot == "month"
 
 
+@pytest.mark.parametrize("grammar", sorted(sentences.GRAMMARS))
 @pytest.mark.parametrize("sentiment", sentences.SENTIMENTS)
-def test_vocabulary_is_broad(sentiment):
+def test_vocabulary_is_broad(sentiment, grammar):
     rng = random.Random(5)
-    texts = {sentences.sample(sentiment, "train", rng).text for _ in range(6000)}
+    texts = {sentences.sample(sentiment, "train", rng, grammar=grammar).text for _ in range(6000)}
     assert len(texts) >= 5000
-    assert sentences.reachable(sentiment, "train") > 1_000_000
-    assert sentences.reachable(sentiment, "test") > 100_000
+    assert sentences.reachable(sentiment, "train", grammar) > 1_000_000
+    assert sentences.reachable(sentiment, "test", grammar) > 100_000
 
 
-def test_neutral_is_not_just_questions_and_others_ask_too():
-    batch = sentences.generate(3000, seed=2, split="train")
+def test_broad_grammar_keeps_every_core_held_out_phrase_and_template_held_out():
+    """A model trained on the broad grammar must still never have seen a core test sentence: test sets
+    rendered from the core grammar (data/synth-t, ...) stay valid for it."""
+    core, broad = sentences.held_out_items("core"), sentences.held_out_items("broad")
+    for slot, items in core.items():
+        assert items <= broad[slot], (slot, items - broad[slot])
+    core_templates, broad_templates = sentences.GRAMMARS["core"][0], sentences.GRAMMARS["broad"][0]
+    for sentiment in sentences.SENTIMENTS:
+        ours, theirs = core_templates[sentiment], broad_templates[sentiment]
+        assert theirs[:len(ours)] == ours and len(theirs) >= 2 * len(ours)
+        held = {t for i, t in enumerate(ours) if sentences.is_test_template(sentiment, i)}
+        assert not held & {t for i, t in enumerate(theirs) if not sentences.is_test_template(sentiment, i)}
+    train = sentences.generate(6000, seed=11, split="train", grammar="broad")
+    assert not any(sentences.contains_held_out(s.text, "core") for s in train)
+    # ...and it is broader: more distinct training words, more reachable sentences
+    words = {g: {w for s in sentences.generate(6000, seed=11, grammar=g) for w in re.findall(r"[a-z']+", s.text.lower())}
+             for g in ("core", "broad")}
+    assert len(words["broad"]) > 1.4 * len(words["core"])
+    assert sentences.reachable("negative", "train", "broad") > 10 * sentences.reachable("negative", "train", "core")
+
+
+def test_unknown_grammar_is_a_clear_error():
+    with pytest.raises(ValueError, match="grammar"):
+        sentences.generate(3, seed=0, grammar="tiny")
+
+
+@pytest.mark.parametrize("grammar", sorted(sentences.GRAMMARS))
+def test_neutral_is_not_just_questions_and_others_ask_too(grammar):
+    batch = sentences.generate(3000, seed=2, split="train", grammar=grammar)
     share = {c: sum("?" in s.text for s in batch if s.sentiment == c) / 1000 for c in sentences.SENTIMENTS}
     assert all(0.05 < v < 0.4 for v in share.values()), share
 
@@ -81,10 +110,11 @@ def test_numbers_are_spelt_out():
     assert not any(re.search(r"\d", s.text) for s in sentences.generate(600, seed=4))
 
 
-def test_labels_mostly_agree_with_vader():
+@pytest.mark.parametrize("grammar", sorted(sentences.GRAMMARS))
+def test_labels_mostly_agree_with_vader(grammar):
     pytest.importorskip("vaderSentiment")
     # Our label is the ground truth; VADER is an independent check that the grammar is not mislabelled.
-    assert sentences.vader_agreement(600, seed=0) > 0.6
+    assert sentences.vader_agreement(600, seed=0, grammar=grammar) > 0.6
 
 
 # --- non-speech clips -------------------------------------------------------------------------------
@@ -221,6 +251,20 @@ def test_cli_parses():
     synth.add_cli(parser.add_subparsers())
     args = parser.parse_args(["synth", "--out", "x", "--n", "5", "--conditions", "clean", "telephone"])
     assert args.n == 5 and args.conditions == ["clean", "telephone"] and callable(args.func)
+    assert args.grammar == "core"
+    assert parser.parse_args(["synth", "--out", "x", "--grammar", "broad"]).grammar == "broad"
+
+
+@needs_espeak
+def test_plan_corpus_draws_from_the_named_grammar():
+    from model.data.synth import plan_corpus
+
+    def template_numbers(grammar):
+        jobs = plan_corpus(400, 3, test_fraction=0.0, grammar=grammar)
+        return {int(t[4:]) for j in jobs for t in j.template_ids}
+
+    assert max(template_numbers("core")) < len(sentences.TEMPLATES["positive"])
+    assert max(template_numbers("broad")) >= len(sentences.TEMPLATES["positive"])
 
 
 @needs_espeak

@@ -5,6 +5,10 @@ corpus comes from here. The grammar is built so that a model cannot win by a
 lexical shortcut: products, dates, amounts, names and questions appear in all
 three classes; only the valence-bearing words and phrasing differ.
 
+Two grammars: "core" (the one every checkpoint up to the fourth was trained on) and "broad" (core plus
+model/data/sentences_broad.py: twice the templates and many more phrases per slot). Broad only appends,
+so core's held-out phrases and templates stay held out under broad.
+
 Train/test separation (so test scores measure generalisation, not recall):
 every 5th item of each vocabulary slot is *held out*; a train sentence never
 contains a held-out phrase, a test sentence always contains at least one, and
@@ -20,6 +24,8 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Iterable
+
+from model.data.sentences_broad import EXTRA_TEMPLATES, EXTRA_VOCAB
 
 SENTIMENTS: tuple[str, str, str] = ("positive", "neutral", "negative")
 SPLITS = ("train", "test")
@@ -384,6 +390,25 @@ _SLOT = re.compile(r"\{(\w+)\}")
 _MONTH_SLOT = {"month": _MONTHS}  # a static slot used only inside templates
 
 
+def _extend(core: dict[str, tuple[str, ...]], extra: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """Append, never insert: each core item keeps its index, hence its train/test role."""
+    return {**core, **{k: core.get(k, ()) + v for k, v in extra.items()}}
+
+
+GRAMMARS: dict[str, tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]] = {
+    # name: (templates per class, vocabulary per slot)
+    "core": (TEMPLATES, VOCAB),
+    "broad": (_extend(TEMPLATES, EXTRA_TEMPLATES), _extend(VOCAB, EXTRA_VOCAB)),
+}
+DEFAULT_GRAMMAR = "core"
+
+
+def _grammar(grammar: str) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    if grammar not in GRAMMARS:
+        raise ValueError(f"unknown sentence grammar {grammar!r}; expected one of {tuple(GRAMMARS)}")
+    return GRAMMARS[grammar]
+
+
 @dataclass(frozen=True)
 class Sentence:
     """A generated sentence, its label, and where it came from (for leak checks and reports)."""
@@ -398,24 +423,24 @@ def _stable_seed(*parts: object) -> int:
     return zlib.crc32("|".join(map(str, parts)).encode())
 
 
-def _static_vocab() -> dict[str, tuple[str, ...]]:
-    return {**VOCAB, **_MONTH_SLOT}
+def _static_vocab(grammar: str = DEFAULT_GRAMMAR) -> dict[str, tuple[str, ...]]:
+    return {**_grammar(grammar)[1], **_MONTH_SLOT}
 
 
 def _phrase_re(phrase: str) -> re.Pattern[str]:
     return re.compile(r"(?<![\w'])" + re.escape(phrase.lower()) + r"(?![\w'])")
 
 
-@lru_cache(maxsize=1)
-def held_out_items() -> dict[str, frozenset[str]]:
+@lru_cache(maxsize=None)
+def held_out_items(grammar: str = DEFAULT_GRAMMAR) -> dict[str, frozenset[str]]:
     """Slot items reserved for the test split: every 5th item, minus any that train text contains anyway.
 
     A candidate is dropped when it also occurs as a whole phrase inside a
     template's literal text or inside another (train) item, since train
     sentences would then contain it regardless.
     """
-    vocab = _static_vocab()
-    literals = [_SLOT.sub(" | ", t).lower() for ts in TEMPLATES.values() for t in ts]
+    vocab = _static_vocab(grammar)
+    literals = [_SLOT.sub(" | ", t).lower() for ts in _grammar(grammar)[0].values() for t in ts]
     out: dict[str, frozenset[str]] = {}
     for slot, items in vocab.items():
         cands = [it for i, it in enumerate(items) if it and len(items) >= HELD_OUT_EVERY and i % HELD_OUT_EVERY == _HELD_OUT_OFFSET]
@@ -431,15 +456,15 @@ def held_out_items() -> dict[str, frozenset[str]]:
     return out
 
 
-@lru_cache(maxsize=1)
-def _held_out_pattern() -> re.Pattern[str]:
-    phrases = sorted({p.lower() for items in held_out_items().values() for p in items}, key=len, reverse=True)
+@lru_cache(maxsize=None)
+def _held_out_pattern(grammar: str = DEFAULT_GRAMMAR) -> re.Pattern[str]:
+    phrases = sorted({p.lower() for items in held_out_items(grammar).values() for p in items}, key=len, reverse=True)
     return re.compile(r"(?<![\w'])(?:" + "|".join(re.escape(p) for p in phrases) + r")(?![\w'])")
 
 
-def contains_held_out(text: str) -> bool:
+def contains_held_out(text: str, grammar: str = DEFAULT_GRAMMAR) -> bool:
     """True when the text contains a held-out phrase: such text is test-only."""
-    return _held_out_pattern().search(text.lower()) is not None
+    return _held_out_pattern(grammar).search(text.lower()) is not None
 
 
 def is_test_template(sentiment: str, index: int) -> bool:
@@ -470,13 +495,14 @@ def _fill(template: str, rng: random.Random, vocab: dict[str, tuple[str, ...]]) 
     return _tidy(_SLOT.sub(one, template))
 
 
-def _train_vocab() -> dict[str, tuple[str, ...]]:
-    held = held_out_items()
-    return {s: tuple(i for i in items if i not in held[s]) for s, items in _static_vocab().items()}
+@lru_cache(maxsize=None)
+def _train_vocab(grammar: str = DEFAULT_GRAMMAR) -> dict[str, tuple[str, ...]]:
+    held = held_out_items(grammar)
+    return {s: tuple(i for i in items if i not in held[s]) for s, items in _static_vocab(grammar).items()}
 
 
-def _templates_for(sentiment: str, split: str, test_only: bool) -> list[tuple[int, str]]:
-    ts = list(enumerate(TEMPLATES[sentiment]))
+def _templates_for(sentiment: str, split: str, test_only: bool, grammar: str) -> list[tuple[int, str]]:
+    ts = list(enumerate(_grammar(grammar)[0][sentiment]))
     if split == "train":
         return [(i, t) for i, t in ts if not is_test_template(sentiment, i)]
     if test_only:
@@ -484,26 +510,27 @@ def _templates_for(sentiment: str, split: str, test_only: bool) -> list[tuple[in
     return [(i, t) for i, t in ts if not is_test_template(sentiment, i)]
 
 
-def sample(sentiment: str, split: str, rng: random.Random, max_tries: int = 200) -> Sentence:
+def sample(sentiment: str, split: str, rng: random.Random, max_tries: int = 200,
+           grammar: str = DEFAULT_GRAMMAR) -> Sentence:
     """One sentence of a class for a split, obeying the train/test partition described above."""
     if sentiment not in SENTIMENTS or split not in SPLITS:
         raise ValueError(f"unknown sentiment {sentiment!r} or split {split!r}")
     key = sentiment[:3]
     if split == "train":
-        vocab, pool = _train_vocab(), _templates_for(sentiment, "train", False)
+        vocab, pool = _train_vocab(grammar), _templates_for(sentiment, "train", False, grammar)
     else:
-        vocab = _static_vocab()
-        pool = _templates_for(sentiment, "test", test_only=rng.random() < 0.5)
+        vocab = _static_vocab(grammar)
+        pool = _templates_for(sentiment, "test", rng.random() < 0.5, grammar)
     for _ in range(max_tries):
         index, template = rng.choice(pool)
         text = _fill(template, rng, vocab)
-        if contains_held_out(text) == (split == "test"):
+        if contains_held_out(text, grammar) == (split == "test"):
             return Sentence(text, sentiment, f"{key}-{index:02d}", split)
     raise RuntimeError(f"could not draw a {split} {sentiment} sentence in {max_tries} tries")
 
 
 def generate(n: int, seed: int, split: str = "train", sentiments: Iterable[str] = SENTIMENTS,
-             distinct: bool = True) -> list[Sentence]:
+             distinct: bool = True, grammar: str = DEFAULT_GRAMMAR) -> list[Sentence]:
     """``n`` sentences, classes in turn (balanced), reproducible from (seed, split).
 
     With ``distinct`` a repeated sentence is redrawn a few times before being
@@ -515,21 +542,22 @@ def generate(n: int, seed: int, split: str = "train", sentiments: Iterable[str] 
     out: list[Sentence] = []
     for k in range(n):
         sentiment = classes[k % len(classes)]
-        s = sample(sentiment, split, rng)
+        s = sample(sentiment, split, rng, grammar=grammar)
         for _ in range(20 if distinct else 0):
             if s.text not in seen:
                 break
-            s = sample(sentiment, split, rng)
+            s = sample(sentiment, split, rng, grammar=grammar)
         seen.add(s.text)
         out.append(s)
     return out
 
 
-def reachable(sentiment: str, split: str) -> int:
+def reachable(sentiment: str, split: str, grammar: str = DEFAULT_GRAMMAR) -> int:
     """Upper bound on distinct sentences a class/split can produce (product of slot sizes per template)."""
-    held = held_out_items()
-    vocab_all = _static_vocab()
-    vocab = _train_vocab() if split == "train" else vocab_all
+    held = held_out_items(grammar)
+    vocab_all = _static_vocab(grammar)
+    train_vocab = _train_vocab(grammar)
+    vocab = train_vocab if split == "train" else vocab_all
 
     def size(slot: str, v: dict[str, tuple[str, ...]]) -> int:
         if slot in _DYNAMIC:
@@ -543,24 +571,24 @@ def reachable(sentiment: str, split: str) -> int:
         return total
 
     total = 0
-    for i, t in enumerate(TEMPLATES[sentiment]):
+    for i, t in enumerate(_grammar(grammar)[0][sentiment]):
         if split == "train":
             if not is_test_template(sentiment, i):
                 total += _count(t, vocab)
         else:
             has_held = any(held.get(s) for s in _slots(t) if s not in _DYNAMIC)
             if has_held:
-                total += _count(t, vocab_all) - _count(t, _train_vocab())
+                total += _count(t, vocab_all) - _count(t, train_vocab)
     return total
 
 
-def vader_agreement(n: int = 1000, seed: int = 0, split: str = "train") -> float:
+def vader_agreement(n: int = 1000, seed: int = 0, split: str = "train", grammar: str = DEFAULT_GRAMMAR) -> float:
     """Share of sentences where VADER's text label (compound +-0.05) equals ours: a label sanity check."""
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     analyzer = SentimentIntensityAnalyzer()
     hits = 0
-    sentences = generate(n, seed, split)
+    sentences = generate(n, seed, split, grammar=grammar)
     for s in sentences:
         c = analyzer.polarity_scores(s.text)["compound"]
         label = "positive" if c >= 0.05 else "negative" if c <= -0.05 else "neutral"

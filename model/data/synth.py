@@ -30,7 +30,7 @@ import numpy as np
 
 from model.data import augment, nonspeech
 from model.data.manifest import ManifestEntry, write_manifest
-from model.data.sentences import SENTIMENTS, sample as sample_sentence
+from model.data.sentences import DEFAULT_GRAMMAR, GRAMMARS, SENTIMENTS, sample as sample_sentence
 from model.data.voices import Voice, synthesize, voices_for_split
 from schemas.resample import resample
 from schemas.wav import write_wav
@@ -99,13 +99,14 @@ TEST_DESIGNS = ("held-out", "train-sentences", "train-voices")
 
 def plan_corpus(n_utterances: int, seed: int, conditions: Sequence[str] = CONDITIONS,
                 nonspeech_fraction: float = 0.1, test_fraction: float = 0.2,
-                withhold_fraction: float = 0.1, test_design: str = "held-out") -> list[Job]:
+                withhold_fraction: float = 0.1, test_design: str = "held-out",
+                grammar: str = DEFAULT_GRAMMAR) -> list[Job]:
     """The deterministic list of utterances: splits, classes (balanced per split), voices, texts, tone.
 
     ``test_design`` says what the test split holds out: "held-out" (the default) both its voices and
     its sentences; "train-sentences" only its voices (sentences from the training design); "train-voices"
     only its sentences (spoken by training voices). The two partial designs tell which of the two a
-    held-out figure is lost to."""
+    held-out figure is lost to. ``grammar`` names the sentence grammar (model.data.sentences.GRAMMARS)."""
     if test_design not in TEST_DESIGNS:
         raise ValueError(f"unknown test design {test_design!r}; expected one of {TEST_DESIGNS}")
     for c in conditions:
@@ -136,7 +137,7 @@ def plan_corpus(n_utterances: int, seed: int, conditions: Sequence[str] = CONDIT
             for k in range(count):
                 words = sum(len(t.split()) for t in job.texts)
                 for _attempt in range(20):
-                    s = sample_sentence(job.sentiment, sentence_split, rng)
+                    s = sample_sentence(job.sentiment, sentence_split, rng, grammar=grammar)
                     if s.text not in seen and (k == 0 or words + len(s.text.split()) <= MAX_TURN_WORDS):
                         break
                 else:
@@ -251,7 +252,8 @@ def manifest_entry(job: Job, facts: dict) -> ManifestEntry:
 
 def synth_corpus(out_dir: str | Path, n_utterances: int, seed: int = 0, conditions: Sequence[str] = CONDITIONS,
                  nonspeech_fraction: float = 0.1, test_fraction: float = 0.2, workers: int = 2,
-                 withhold_fraction: float = 0.1, progress: bool = True, test_design: str = "held-out") -> Path:
+                 withhold_fraction: float = 0.1, progress: bool = True, test_design: str = "held-out",
+                 grammar: str = DEFAULT_GRAMMAR) -> Path:
     """Render the corpus into ``out_dir``; write ``train.jsonl``, ``test.jsonl``, ``stats.json``.
 
     Returns the train manifest's path. Utterances whose synthesis fails are
@@ -260,7 +262,7 @@ def synth_corpus(out_dir: str | Path, n_utterances: int, seed: int = 0, conditio
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = plan_corpus(n_utterances, seed, conditions, nonspeech_fraction, test_fraction, withhold_fraction,
-                       test_design)
+                       test_design, grammar)
     facts: dict[str, dict] = {}
     failures: list[str] = []
     started = time.monotonic()
@@ -284,7 +286,8 @@ def synth_corpus(out_dir: str | Path, n_utterances: int, seed: int = 0, conditio
         write_manifest(out_dir / f"{split}.jsonl", [e for e, _ in items])
     rendered = sum(not f["skipped"] for f in facts.values())
     stats = corpus_stats([(e, f["duration_s"]) for items in entries.values() for e, f in items])
-    stats.update(seed=seed, requested=n_utterances, rendered_now=rendered, failures=failures[:50],
+    stats.update(seed=seed, grammar=grammar, test_design=test_design, requested=n_utterances,
+                 rendered_now=rendered, failures=failures[:50],
                  failure_count=len(failures), seconds=round(elapsed, 1),
                  utterances_per_s=round(rendered / elapsed, 2) if elapsed > 0 and rendered else None)
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=1))
@@ -339,7 +342,7 @@ def _run(args: argparse.Namespace) -> int:
 
     manifest = synth_corpus(args.out, args.n, args.seed, tuple(args.conditions), args.nonspeech_fraction,
                             args.test_fraction, args.workers, args.withhold_fraction, progress=not args.quiet,
-                            test_design=args.test_design)
+                            test_design=args.test_design, grammar=args.grammar)
     stats = json.loads((manifest.parent / "stats.json").read_text())
     table = Table(title=f"synthetic corpus in {manifest.parent}")
     table.add_column("what")
@@ -374,6 +377,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                         "held-out voices reading training-design sentences; train-voices: training voices reading "
                         "held-out sentences (to tell which of the two a held-out figure is lost to; meant with --test-fraction 1: "
                         "it also changes which training utterances are drawn)")
+    p.add_argument("--grammar", choices=tuple(GRAMMARS), default=DEFAULT_GRAMMAR,
+                   help=f"sentence grammar (default {DEFAULT_GRAMMAR}); broad adds twice the templates and many more "
+                        "phrases per slot, and keeps every core held-out phrase and template held out")
     p.add_argument("--withhold-fraction", type=float, default=0.1,
                    help="share of train entries whose transcript and/or label is dropped for pseudo-labelling")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
