@@ -182,6 +182,25 @@ def test_asr_stage_learns_a_word_spotting_target(manifest, tmp_path):
     assert not any(k.startswith("words") for k in ck["state"]["asr"])
 
 
+def test_asr_stage_keeps_the_front_end_frozen_unless_told_to_train_it(manifest, tmp_path):
+    """The design's stage 2 leaves the pretrained front end as it was; --train-frontend trains it too."""
+    common = dict(manifest=str(manifest), batch_size=8, warmup=2, save_every=0, device="cpu",
+                  augment=False, progress=False, lr=3e-3)
+    pre = tmp_path / "pretrain.pt"
+    run_pretrain(TrainConfig(out=str(pre), steps=5, **common), tiny_config())
+    before = load_checkpoint(pre)["state"]["frontend"]
+    changed = {}
+    for flag in (False, True):
+        out = tmp_path / f"asr-{flag}.pt"
+        run_asr(TrainConfig(out=str(out), init=str(pre), steps=6, extra={"eval_items": 2, "train_frontend": flag},
+                            **common))
+        after = load_checkpoint(out)["state"]["frontend"]
+        changed[flag] = [k for k, v in before.items() if v.is_floating_point() and not torch.equal(v, after[k])]
+        assert load_checkpoint(out)["metrics"]["asr"].get("train_frontend", False) is flag
+    assert changed[False] == []
+    assert len(changed[True]) > 0.5 * sum(v.is_floating_point() for v in before.values())
+
+
 def test_a_deeper_encoder_warm_started_from_a_shallower_one_begins_where_it_ended(manifest, tmp_path):
     """--init with an ASR checkpoint of fewer encoder layers: the extra layers start as identities,
     so the grown network's encoder output equals the trained one's before any step."""

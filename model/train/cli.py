@@ -79,6 +79,7 @@ def _run_asr(args) -> int:
     tc = _train_config(args)
     tc.extra["phone_weight"] = args.phone_weight
     tc.extra["bow_weight"] = args.bow_weight
+    tc.extra["train_frontend"] = args.train_frontend
     s = run_asr(tc, _model_config(args), name=args.name)
     print(json.dumps({"stage": "asr", "first_loss": s["first"]["loss"], "last_loss": s["last"]["loss"],
                       "decode_sentiment_acc": s["decode_sentiment_acc"], "decode_cer": s["decode_cer"]}))
@@ -116,6 +117,9 @@ def add_cli(subparsers) -> None:
                    help="weight of a word-spotting loss on the encoder (each transcript word must be named by "
                         "some frame: bag-of-words targets, max pooled over time; training only); 0 (default): off. "
                         "Tried at 0.5: held-out UA fell by 0.06 (docs/model-report.md)")
+    p.add_argument("--train-frontend", action="store_true",
+                   help="train the front end in this stage too (off by default: the published design keeps it "
+                        "frozen; this measures what freezing a small, little-pretrained front end costs)")
     _with_config_flags(p)
     p.set_defaults(func=_run_asr)
 
