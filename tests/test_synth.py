@@ -75,7 +75,7 @@ def test_broad_grammar_keeps_every_core_held_out_phrase_and_template_held_out():
     core, broad = sentences.held_out_items("core"), sentences.held_out_items("broad")
     for slot, items in core.items():
         assert items <= broad[slot], (slot, items - broad[slot])
-    core_templates, broad_templates = sentences.GRAMMARS["core"][0], sentences.GRAMMARS["broad"][0]
+    core_templates, broad_templates = sentences.GRAMMARS["core"].templates, sentences.GRAMMARS["broad"].templates
     for sentiment in sentences.SENTIMENTS:
         ours, theirs = core_templates[sentiment], broad_templates[sentiment]
         assert theirs[:len(ours)] == ours and len(theirs) >= 2 * len(ours)

@@ -23,7 +23,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from model.data.sentences_broad import EXTRA_TEMPLATES, EXTRA_VOCAB
 
@@ -395,15 +395,19 @@ def _extend(core: dict[str, tuple[str, ...]], extra: dict[str, tuple[str, ...]])
     return {**core, **{k: core.get(k, ()) + v for k, v in extra.items()}}
 
 
-GRAMMARS: dict[str, tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]] = {
-    # name: (templates per class, vocabulary per slot)
-    "core": (TEMPLATES, VOCAB),
-    "broad": (_extend(TEMPLATES, EXTRA_TEMPLATES), _extend(VOCAB, EXTRA_VOCAB)),
+class Grammar(NamedTuple):
+    templates: dict[str, tuple[str, ...]]  # per class
+    vocab: dict[str, tuple[str, ...]]      # per slot
+
+
+GRAMMARS: dict[str, Grammar] = {
+    "core": Grammar(TEMPLATES, VOCAB),
+    "broad": Grammar(_extend(TEMPLATES, EXTRA_TEMPLATES), _extend(VOCAB, EXTRA_VOCAB)),
 }
 DEFAULT_GRAMMAR = "core"
 
 
-def _grammar(grammar: str) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+def _grammar(grammar: str) -> Grammar:
     if grammar not in GRAMMARS:
         raise ValueError(f"unknown sentence grammar {grammar!r}; expected one of {tuple(GRAMMARS)}")
     return GRAMMARS[grammar]
@@ -424,7 +428,7 @@ def _stable_seed(*parts: object) -> int:
 
 
 def _static_vocab(grammar: str = DEFAULT_GRAMMAR) -> dict[str, tuple[str, ...]]:
-    return {**_grammar(grammar)[1], **_MONTH_SLOT}
+    return {**_grammar(grammar).vocab, **_MONTH_SLOT}
 
 
 def _phrase_re(phrase: str) -> re.Pattern[str]:
@@ -440,7 +444,7 @@ def held_out_items(grammar: str = DEFAULT_GRAMMAR) -> dict[str, frozenset[str]]:
     sentences would then contain it regardless.
     """
     vocab = _static_vocab(grammar)
-    literals = [_SLOT.sub(" | ", t).lower() for ts in _grammar(grammar)[0].values() for t in ts]
+    literals = [_SLOT.sub(" | ", t).lower() for ts in _grammar(grammar).templates.values() for t in ts]
     out: dict[str, frozenset[str]] = {}
     for slot, items in vocab.items():
         cands = [it for i, it in enumerate(items) if it and len(items) >= HELD_OUT_EVERY and i % HELD_OUT_EVERY == _HELD_OUT_OFFSET]
@@ -502,7 +506,7 @@ def _train_vocab(grammar: str = DEFAULT_GRAMMAR) -> dict[str, tuple[str, ...]]:
 
 
 def _templates_for(sentiment: str, split: str, test_only: bool, grammar: str) -> list[tuple[int, str]]:
-    ts = list(enumerate(_grammar(grammar)[0][sentiment]))
+    ts = list(enumerate(_grammar(grammar).templates[sentiment]))
     if split == "train":
         return [(i, t) for i, t in ts if not is_test_template(sentiment, i)]
     if test_only:
@@ -571,7 +575,7 @@ def reachable(sentiment: str, split: str, grammar: str = DEFAULT_GRAMMAR) -> int
         return total
 
     total = 0
-    for i, t in enumerate(_grammar(grammar)[0][sentiment]):
+    for i, t in enumerate(_grammar(grammar).templates[sentiment]):
         if split == "train":
             if not is_test_template(sentiment, i):
                 total += _count(t, vocab)

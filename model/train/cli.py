@@ -106,7 +106,8 @@ def add_cli(subparsers) -> None:
     _with_config_flags(p)
     p.set_defaults(func=_run_pretrain)
 
-    p = subparsers.add_parser("asr", help="stage 2: ASR encoder + decoder on '<sentiment> transcript', front end frozen")
+    p = subparsers.add_parser("asr", help="stage 2: ASR encoder + decoder on '<sentiment> transcript', front end frozen "
+                                             "(unless --train-frontend)")
     _common(p, steps=5000, lr=1e-3)
     p.add_argument("--init", help="pretrain checkpoint (omit with --hf-path), or an asr checkpoint to go on from")
     p.add_argument("--hf-path", help="use a local transformers wav2vec2/HuBERT/WavLM directory as the front end")
