@@ -13,12 +13,15 @@ import argparse
 import base64
 import html
 import io
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Iterable
 
 import orjson
+
+log = logging.getLogger("voicetone.report")
 
 LABEL_COLORS = {"positive": "#2ca02c", "neutral": "#8c8c8c", "negative": "#d62728", "no_speech": "#e6e6e6"}
 EVENT_TYPES = ("segment", "aggregate", "call")
@@ -131,12 +134,18 @@ def render_timeline(events: list[dict], out_path: str | Path) -> Path:
     return out
 
 
-def fetch_events(call_id: str, settings, idle_s: float = 2.0) -> list[dict]:
+def fetch_events(call_id: str, settings, idle_s: float = 15.0) -> list[dict]:
     """Read the segments and aggregates topics from the beginning, keeping one call's events.
 
     Stops when every partition reaches the end it had when we started (a
-    snapshot, so a live call does not keep us reading forever) or after
-    ``idle_s`` with no message.
+    snapshot, so a live call does not keep us reading forever) *and* a poll
+    comes back empty, so that what the client has already fetched is drained
+    too (the embedded broker was seen to report a high watermark of 1 for a
+    partition holding 4 records: stopping at the watermark read 1 of them).
+    The end is judged by the consumer's position as well as by the last
+    message, so that offsets with no message (transaction markers,
+    compaction) count as read. ``idle_s`` with no progress is only a safety
+    net against a broker that stops answering.
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -154,13 +163,19 @@ def fetch_events(call_id: str, settings, idle_s: float = 2.0) -> list[dict]:
                 if high > low:
                     assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
                     remaining[(topic, p)] = high
+        if not assignment:
+            return []
         consumer.assign(assignment)
         events, last = [], time.monotonic()
-        while remaining and time.monotonic() - last < idle_s:
+        while time.monotonic() - last < idle_s:
             msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error():
+            if msg is None or msg.error():
+                for tp in consumer.position([TopicPartition(t, p) for t, p in remaining]):
+                    if tp.offset >= 0 and tp.offset >= remaining[(tp.topic, tp.partition)]:
+                        remaining.pop((tp.topic, tp.partition))
+                        last = time.monotonic()
+                if not remaining:
+                    break
                 continue
             last = time.monotonic()
             if msg.offset() + 1 >= remaining.get((msg.topic(), msg.partition()), 0):
@@ -170,6 +185,9 @@ def fetch_events(call_id: str, settings, idle_s: float = 2.0) -> list[dict]:
             event = orjson.loads(msg.value())
             if event.get("call_id") == call_id:
                 events.append(event)
+        if remaining:
+            log.warning("report: no progress for %.0f s; %d partition(s) not read to their end: %s", idle_s,
+                        len(remaining), ", ".join(f"{t}[{p}]" for t, p in sorted(remaining)))
         return events
     finally:
         consumer.close()
