@@ -142,9 +142,8 @@ def fetch_events(call_id: str, settings, idle_s: float = 15.0) -> list[dict]:
     comes back empty, so that what the client has already fetched is drained
     too (the embedded broker was seen to report a high watermark of 1 for a
     partition holding 4 records: stopping at the watermark read 1 of them).
-    The end is judged by the consumer's position as well as by the last
-    message, so that offsets with no message (transaction markers,
-    compaction) count as read. ``idle_s`` with no progress is only a safety
+    The end is judged by the consumer's position, so that offsets with no
+    message (transaction markers, compaction) count as read. ``idle_s`` with no progress is only a safety
     net against a broker that stops answering.
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -171,15 +170,13 @@ def fetch_events(call_id: str, settings, idle_s: float = 15.0) -> list[dict]:
             msg = consumer.poll(0.2)
             if msg is None or msg.error():
                 for tp in consumer.position([TopicPartition(t, p) for t, p in remaining]):
-                    if tp.offset >= 0 and tp.offset >= remaining[(tp.topic, tp.partition)]:
+                    if tp.offset >= remaining[(tp.topic, tp.partition)]:  # an unknown position is negative
                         remaining.pop((tp.topic, tp.partition))
                         last = time.monotonic()
                 if not remaining:
                     break
                 continue
             last = time.monotonic()
-            if msg.offset() + 1 >= remaining.get((msg.topic(), msg.partition()), 0):
-                remaining.pop((msg.topic(), msg.partition()), None)
             if msg.key() is not None and msg.key().decode("utf-8", "replace") != call_id:
                 continue
             event = orjson.loads(msg.value())
