@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_cli(dsub)
     add_align_cli(dsub)
 
-    train = sub.add_parser("train", help="training stages: pretrain, asr, classifier")
+    train = sub.add_parser("train", help="training stages: pretrain, asr, classifier; recipe: the shipped chain")
     tsub = train.add_subparsers(dest="train_command", metavar="STAGE")
     tsub.required = True
     from model.train.cli import add_cli as add_train_cli

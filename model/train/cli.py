@@ -1,4 +1,5 @@
-"""``voicetone train pretrain|asr|classifier``: the three stages from the command line.
+"""``voicetone train pretrain|asr|classifier|recipe``: the three stages (and the shipped chain) from the
+command line.
 
 Each stage reads the previous stage's checkpoint (``--init``) and writes its
 own (``--out``) plus ``<out>.metrics.json``; rerunning an interrupted command
@@ -132,3 +133,6 @@ def add_cli(subparsers) -> None:
                    help="conv: two residual convolutions over the encoder frames before the attention pooling "
                         "(reads words, not only a bag of frames); pool: pooling + MLP only (the first checkpoints)")
     p.set_defaults(func=_run_classifier)
+
+    from model.train.recipe import add_cli as add_recipe_cli
+    add_recipe_cli(subparsers)

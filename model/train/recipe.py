@@ -1,0 +1,183 @@
+"""``voicetone train recipe``: the shipped checkpoint's whole training chain as one command.
+
+The shipped model was not trained in one run per stage: its ASR stage is a chain of warm-started
+continuations on growing corpora (docs/model-report.md, "Recipe"). This module holds that chain as
+data, so that a newcomer reproduces the checkpoint with one command rather than by copying fourteen
+from a report, and so that a test can check every step still parses against the CLI.
+
+Each step names the file it makes; a step whose file exists is skipped, so an interrupted recipe is
+rerun as is (an interrupted training step also resumes from its own ``<out>.state.pt``). Steps run as
+``python -m voicetone ...`` in a child process: one stage's memory is returned before the next.
+Every training step is deterministic given its seed (tests/test_model_training_smoke.py), so on the
+same torch build and thread count the chain gives the shipped weights; elsewhere, within noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+# the shipped architecture (0.86 M parameters with the decoder)
+CFG = ["--set", "d_model=96", "--set", "frontend_layers=3", "--set", "asr_layers=2", "--set", "decoder_layers=1",
+       "--set", "n_mels=64", "--set", "conv_channels=16"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One link of the chain: ``argv`` for the voicetone CLI, or ``action`` (a Python function of no
+    arguments); done once ``output`` exists. ``minutes`` is what it took on the 2-core reference machine."""
+    name: str
+    output: Path
+    minutes: float
+    argv: tuple[str, ...] = ()
+    action: Callable[[], None] | None = None
+    about: str = ""
+
+    def describe(self) -> str:
+        if self.argv:
+            return "voicetone " + " ".join(self.argv)
+        return f"(python) {self.about}"
+
+
+def combine_manifests(out: str | Path, sources: Sequence[str | Path]) -> None:
+    """Concatenate JSON-lines manifests into ``out``, rewriting relative audio paths to stay right
+    from ``out``'s folder (entries kept as written, in order: the order is part of the seeded run)."""
+    out = Path(out)
+    lines = []
+    for src in map(Path, sources):
+        for text in src.read_text(encoding="utf-8").splitlines():
+            if not text.strip() or text.lstrip().startswith("#"):
+                continue
+            entry = json.loads(text)
+            audio = Path(entry["audio"])
+            if not audio.is_absolute():
+                entry["audio"] = os.path.relpath(src.parent / audio, out.parent)
+            lines.append(json.dumps(entry) + "\n")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(out)   # only a whole manifest counts as done
+
+
+def _asr(manifest: Path, init: Path, out: Path, steps: int, lr: float, seed: int, warmup: int = 100,
+         window_s: float = 8, train_frontend: bool = True) -> tuple[str, ...]:
+    argv = ["train", "asr", "--manifest", str(manifest), "--init", str(init), "--out", str(out), *CFG,
+            "--set", "ctc_weight=0.5", "--window-s", f"{window_s:g}", "--steps", str(steps), "--batch-size", "16",
+            "--lr", f"{lr:g}", "--warmup", str(warmup), "--seed", str(seed)]
+    return tuple(argv + (["--train-frontend"] if train_frontend else []))
+
+
+def shipped_recipe(data: str | Path = "data") -> list[Step]:
+    """The chain that made ``model/weights/default.pt`` (``voicetone-f0e4f80770``), paths under ``data``.
+
+    Left out, because nothing later reads them: the third, fourth and fifth checkpoints' own classifier
+    runs (each was shipped for a while; the next ASR continuation read the ASR weights, which a classifier
+    run leaves as they are) and the non-speech corpus only the third's classifier used. The fourth's ASR
+    run went on from the third *classifier* checkpoint; here it goes on from the ASR run under it, which
+    holds the same front end, encoder and decoder.
+    """
+    d = Path(data)
+    synth, synth_x, synth_b = d / "synth", d / "synth-x", d / "synth-b"
+    core = synth / "train.pl.jsonl"
+    two, three = synth_x / "train.combined.jsonl", synth_b / "train.combined.jsonl"
+    return [
+        Step("corpus", synth / "train.jsonl", 5,
+             ("data", "synth", "--out", str(synth), "--n", "4000", "--seed", "1", "--workers", "2"),
+             about="4,000 utterances (3,200 train / 800 held-out test), 7.2 h"),
+        Step("pseudo-labels", core, 21, ("data", "pseudo-label", str(synth / "train.jsonl"), "--out", str(core)),
+             about="PocketSphinx + VADER fill the 10 % of entries whose transcript or label was withheld"),
+        Step("stage 1: pretrain", d / "ckpt2" / "pretrain.pt", 3.5,
+             ("train", "pretrain", "--manifest", str(core), "--out", str(d / "ckpt2" / "pretrain.pt"), *CFG,
+              "--steps", "1200", "--batch-size", "16", "--lr", "1e-3", "--warmup", "80", "--seed", "0"),
+             about="self-supervised front end (masked k-means targets)"),
+        Step("stage 2: asr", d / "ckpt2" / "asr.pt", 77,
+             _asr(core, d / "ckpt2" / "pretrain.pt", d / "ckpt2" / "asr.pt", 10000, 1.5e-3, 0, warmup=400,
+                  train_frontend=False),
+             about="ASR encoder + decoder on '<sentiment> transcript', front end frozen"),
+        Step("second corpus", synth_x / "train.jsonl", 14,
+             ("data", "synth", "--out", str(synth_x), "--n", "16000", "--seed", "2", "--workers", "2",
+              "--test-fraction", "0", "--withhold-fraction", "0")),
+        Step("manifest: two corpora", two, 0,
+             action=lambda: combine_manifests(two, [synth / "train.jsonl", synth_x / "train.jsonl"]),
+             about=f"{two} = the first corpus's train.jsonl + the second's"),
+        Step("stage 2 on (fourth checkpoint)", d / "s11" / "asr.pt", 43,
+             _asr(two, d / "ckpt2" / "asr.pt", d / "s11" / "asr.pt", 8000, 1e-3, 0, train_frontend=False)),
+        Step("broad-grammar corpus", synth_b / "train.jsonl", 17,
+             ("data", "synth", "--out", str(synth_b), "--n", "20000", "--seed", "8", "--workers", "2",
+              "--test-fraction", "0", "--withhold-fraction", "0", "--grammar", "broad")),
+        Step("manifest: three corpora", three, 0,
+             action=lambda: combine_manifests(three, [synth / "train.jsonl", synth_x / "train.jsonl",
+                                                      synth_b / "train.jsonl"]),
+             about=f"{three} = the three corpora's train.jsonl (39,200 entries)"),
+        Step("stage 2 on, front end trained (fifth)", d / "s14f" / "asr.pt", 40,
+             _asr(three, d / "s11" / "asr.pt", d / "s14f" / "asr.pt", 4000, 1e-3, 0)),
+        Step("stage 2 on (sixth)", d / "s15" / "asr.pt", 60,
+             _asr(three, d / "s14f" / "asr.pt", d / "s15" / "asr.pt", 5000, 7e-4, 1)),
+        Step("stage 3: classifier", d / "s15" / "classifier.pt", 29,
+             ("train", "classifier", "--manifest", str(three), "--init", str(d / "s15" / "asr.pt"), "--head", "conv",
+              "--out", str(d / "s15" / "classifier.pt"), "--steps", "8000", "--batch-size", "16", "--lr", "1e-3",
+              "--warmup", "100", "--seed", "0", "--speech-weight", "2", "--workers", "1"),
+             about="sentiment + speech classifier, front end and encoder frozen"),
+        Step("held-out evaluation", d / "eval" / "recipe" / "report.json", 2,
+             ("evaluate", str(synth / "test.jsonl"), "--model", str(d / "s15" / "classifier.pt"),
+              "--out", str(d / "eval" / "recipe")),
+             about="the shipped checkpoint's figures: UA 0.840 on this set"),
+    ]
+
+
+def run_recipe(steps: Sequence[Step], dry_run: bool = False, through: str | None = None,
+               python: str = sys.executable, out=sys.stdout) -> int:
+    """Run the steps not yet done, in order; stop at the first failure (its exit status returned)."""
+    if through is not None and through not in {s.name for s in steps}:
+        raise ValueError(f"no step named {through!r}; the steps: {', '.join(s.name for s in steps)}")
+    left = sum(s.minutes for s in steps if not s.output.exists())
+    print(f"recipe: {len(steps)} steps, about {left / 60:.1f} h of 2-core CPU time left", file=out, flush=True)
+    for i, step in enumerate(steps, 1):
+        head = f"[{i}/{len(steps)}] {step.name}"
+        if step.output.exists():
+            print(f"{head}: done ({step.output} exists)", file=out, flush=True)
+        elif dry_run:
+            print(f"{head} (~{step.minutes:g} min): {step.describe()}", file=out, flush=True)
+        else:
+            print(f"{head} (~{step.minutes:g} min): {step.describe()}", file=out, flush=True)
+            t0 = time.monotonic()
+            if step.action is not None:
+                step.output.parent.mkdir(parents=True, exist_ok=True)
+                step.action()
+            else:
+                rc = subprocess.call([python, "-m", "voicetone", *step.argv])
+                if rc != 0:
+                    print(f"{head} failed (exit status {rc}); rerun the recipe to go on from here", file=out,
+                          flush=True)
+                    return rc
+                if not step.output.exists():
+                    print(f"{head} ended without making {step.output}", file=out, flush=True)
+                    return 1
+            print(f"{head}: done in {(time.monotonic() - t0) / 60:.1f} min", file=out, flush=True)
+        if step.name == through:
+            break
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    steps = shipped_recipe(args.data)
+    rc = run_recipe(steps, dry_run=args.dry_run, through=args.through)
+    if rc == 0 and not args.dry_run and args.through is None:
+        print(f"recipe: done; the checkpoint is {steps[-2].output} "
+              f"(cp it to model/weights/default.pt to make it the default)")
+    return rc
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("recipe", help="the shipped checkpoint's whole chain (corpora, the three stages, "
+                                             "evaluation) as one command; ~5 h on 2 CPU cores; resumable")
+    p.add_argument("--data", default="data", help="folder for corpora, checkpoints and reports (default: data)")
+    p.add_argument("--dry-run", action="store_true", help="print the steps and commands; run nothing")
+    p.add_argument("--through", metavar="STEP", help="stop after the step of this name (see --dry-run)")
+    p.set_defaults(func=_run)

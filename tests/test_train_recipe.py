@@ -1,0 +1,122 @@
+"""`voicetone train recipe`: the shipped chain parses against today's CLI, each link reads what an
+earlier link made, and the runner skips what is done, stops on a failure and resumes from there."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from model.train.recipe import Step, combine_manifests, run_recipe, shipped_recipe
+from voicetone.cli import build_parser
+
+
+def _flag(argv, name):
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def test_every_step_of_the_shipped_chain_parses_against_the_cli(tmp_path):
+    parser = build_parser()
+    steps = shipped_recipe(tmp_path / "data")
+    assert len({s.name for s in steps}) == len(steps)
+    for step in steps:
+        assert bool(step.argv) != (step.action is not None), step.name
+        if step.argv:
+            args = parser.parse_args(list(step.argv))   # a renamed or removed flag fails here
+            assert callable(args.func)
+
+
+def test_each_link_reads_only_what_an_earlier_link_made(tmp_path):
+    steps = shipped_recipe(tmp_path / "data")
+    made: set[Path] = set()
+    for step in steps:
+        argv = list(step.argv)
+        for needed in (_flag(argv, "--init"), _flag(argv, "--manifest")):
+            if needed is not None:
+                assert Path(needed) in made, (step.name, needed)
+        if argv[:1] == ["evaluate"] or argv[:2] == ["data", "pseudo-label"]:
+            src = Path(argv[1] if argv[0] == "evaluate" else argv[2])
+            assert src.parent / "train.jsonl" in made, (step.name, src)   # the corpus step writes both splits
+        out = _flag(argv, "--out")
+        if out is not None and argv[:2] != ["data", "synth"] and argv[0] != "evaluate":
+            assert Path(out) == step.output, step.name
+        made.add(step.output)
+    final = steps[-2]
+    assert final.argv[:2] == ("train", "classifier") and _flag(list(steps[-1].argv), "--model") == str(final.output)
+
+
+def test_the_recipe_is_the_shipped_checkpoints(tmp_path):
+    """Architecture and the step counts the checkpoint records for its last run of each stage."""
+    from model.checkpoint import load_checkpoint
+    ck = load_checkpoint(Path(__file__).parents[1] / "model" / "weights" / "default.pt")
+    shipped, metrics = ck["config"], ck["metrics"]
+    steps = shipped_recipe(tmp_path / "data")
+    last = {stage: [s for s in steps if s.argv[:2] == ("train", stage)][-1].argv
+            for stage in ("pretrain", "asr", "classifier")}
+    for stage, argv in last.items():
+        assert metrics[stage]["steps"] == int(_flag(list(argv), "--steps")), stage
+    assert metrics["asr"].get("train_frontend", False) == ("--train-frontend" in last["asr"])
+    overrides = {}
+    for step in steps:
+        for i, tok in enumerate(step.argv):
+            if tok == "--set":
+                key, value = step.argv[i + 1].split("=")
+                overrides[key] = value
+    for key in ("d_model", "frontend_layers", "asr_layers", "decoder_layers", "n_mels", "conv_channels"):
+        assert str(shipped[key]) == overrides[key], key
+
+
+def test_combine_manifests_keeps_entries_and_rewrites_relative_audio_paths(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "train.jsonl").write_text(json.dumps({"audio": "audio/x.wav", "sentiment": "positive"}) + "\n"
+                                   "# a comment\n\n" + json.dumps({"audio": "/abs/y.wav", "speech": False}) + "\n")
+    (b / "train.jsonl").write_text(json.dumps({"audio": "audio/z.wav", "transcript": "hi"}) + "\n")
+    out = b / "combined.jsonl"
+    combine_manifests(out, [a / "train.jsonl", b / "train.jsonl"])
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert rows == [{"audio": "../a/audio/x.wav", "sentiment": "positive"}, {"audio": "/abs/y.wav", "speech": False},
+                    {"audio": "audio/z.wav", "transcript": "hi"}]
+    assert not list(b.glob("*.tmp"))
+
+
+def test_the_runner_skips_done_steps_stops_on_a_failure_and_resumes_there(tmp_path):
+    calls = []
+    made = tmp_path / "made.txt"
+    schemas = tmp_path / "schemas"
+    steps = [
+        Step("done already", tmp_path / "exists.txt", 1, action=lambda: calls.append("never")),
+        Step("python step", made, 0, action=lambda: (calls.append("python"), made.write_text("x"))),
+        Step("cli step", schemas / "audio-frame.schema.json", 0, ("schemas", "export", "--out", str(schemas))),
+        Step("failing step", tmp_path / "never.pt", 1,
+             ("evaluate", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "ev"))),
+        Step("after the failure", tmp_path / "after.txt", 0, action=lambda: calls.append("after")),
+    ]
+    (tmp_path / "exists.txt").write_text("")
+    log = io.StringIO()
+    assert run_recipe(steps, dry_run=True, out=log) == 0
+    assert calls == [] and not made.exists()
+    assert "voicetone evaluate" in log.getvalue() and "done (" in log.getvalue()
+
+    log = io.StringIO()
+    rc = run_recipe(steps, out=log)
+    assert rc != 0 and calls == ["python"], log.getvalue()
+    assert "failing step failed" in log.getvalue() and "rerun the recipe" in log.getvalue()
+    assert (schemas / "audio-frame.schema.json").exists()
+
+    steps[3] = Step("failing step", tmp_path / "never.pt", 1, action=lambda: (tmp_path / "never.pt").write_text(""))
+    log = io.StringIO()
+    assert run_recipe(steps, out=log) == 0
+    assert calls == ["python", "after"]   # the done ones are not run again
+    assert log.getvalue().count(": done (") == 3
+
+    with pytest.raises(ValueError, match="no step named"):
+        run_recipe(steps, through="nope", out=io.StringIO())
+
+
+def test_through_stops_after_the_named_step(tmp_path):
+    calls = []
+    steps = [Step(n, tmp_path / n, 0, action=lambda n=n: (calls.append(n), (tmp_path / n).write_text("")))
+             for n in ("a", "b", "c")]
+    assert run_recipe(steps, through="b", out=io.StringIO()) == 0
+    assert calls == ["a", "b"]
