@@ -193,3 +193,29 @@ def test_train_loop_stops_at_its_fitted_step_count(tmp_path, monkeypatch):
     # and the loop ends there (the refitted schedule's end), not at the budget's hard stop
     assert 150 <= len(history) <= 210 and tc.steps == len(history)
     assert torch.load(tmp_path / "x.pt.state.pt", weights_only=True)["step"] == len(history)
+
+
+def test_a_run_cut_by_its_budget_says_how_to_finish_its_schedule(tmp_path, monkeypatch, caplog):
+    """The measured rate can be too optimistic (a busier machine later): the loop then stops at the
+    budget, short of its fitted schedule, and says which command finishes it from the saved state."""
+    from model.train import common
+    from model.train.common import TrainConfig, train_loop
+
+    calls = {"n": 0, "t": 0.0}
+
+    def clock():   # fast while the rate is measured, then 100x slower
+        calls["n"] += 1
+        calls["t"] += 0.1 if calls["n"] <= 200 else 10.0
+        return calls["t"]
+
+    monkeypatch.setattr(common.time, "time", clock)
+    lin = torch.nn.Linear(2, 1)
+    tc = TrainConfig(manifest="m", out=str(tmp_path / "x.pt"), steps=10_000, warmup=200, time_budget_s=400.0,
+                     progress=False, save_every=0)
+    with caplog.at_level("WARNING", logger="model.train.common"):
+        history = train_loop(desc="t", tc=tc, trainable={"lin": lin}, step_fn=lambda b: {"loss": (lin(b) ** 2).mean()},
+                             batches=lambda s: iter(lambda: torch.ones(4, 2), None), device=torch.device("cpu"))
+    assert len(history) < tc.steps < 10_000   # fitted, then cut short
+    saved = torch.load(tmp_path / "x.pt.state.pt", weights_only=True)["step"]
+    assert saved == len(history)
+    assert f"at step {saved} of {tc.steps}" in caplog.text and f"--steps {tc.steps} and no --max-minutes" in caplog.text

@@ -199,7 +199,9 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
                     end = min(end, fitted)
                     bar.update(task, total=fitted)
                 if budget.spent(time.time()):
-                    log.warning("%s: time budget spent at step %d of %d; stopping", desc, step, end)
+                    log.warning("%s: time budget spent at step %d of %d, before the schedule's end; the state "
+                                "is saved: the same command with --steps %d and no --max-minutes finishes this "
+                                "schedule", desc, step, end, end)
                     end = step
                     break
             batch = next(it)
