@@ -147,26 +147,30 @@ def run_recipe(steps: Sequence[Step], dry_run: bool = False, through: str | None
         head = f"[{i}/{len(steps)}] {step.name}"
         if step.output.exists():
             print(f"{head}: done ({step.output} exists)", file=out, flush=True)
-        elif dry_run:
-            print(f"{head} (~{step.minutes:g} min): {step.describe()}", file=out, flush=True)
         else:
             print(f"{head} (~{step.minutes:g} min): {step.describe()}", file=out, flush=True)
-            t0 = time.monotonic()
-            if step.action is not None:
-                step.output.parent.mkdir(parents=True, exist_ok=True)
-                step.action()
-            else:
-                rc = subprocess.call([python, "-m", "voicetone", *step.argv])
-                if rc != 0:
-                    print(f"{head} failed (exit status {rc}); rerun the recipe to go on from here", file=out,
-                          flush=True)
-                    return rc
-                if not step.output.exists():
-                    print(f"{head} ended without making {step.output}", file=out, flush=True)
-                    return 1
-            print(f"{head}: done in {(time.monotonic() - t0) / 60:.1f} min", file=out, flush=True)
+            rc = 0 if dry_run else _run_step(step, head, python, out)
+            if rc != 0:
+                return rc
         if step.name == through:
             break
+    return 0
+
+
+def _run_step(step: Step, head: str, python: str, out) -> int:
+    t0 = time.monotonic()
+    if step.action is not None:
+        step.output.parent.mkdir(parents=True, exist_ok=True)
+        step.action()
+    else:
+        rc = subprocess.call([python, "-m", "voicetone", *step.argv])
+        if rc != 0:
+            print(f"{head} failed (exit status {rc}); rerun the recipe to go on from here", file=out, flush=True)
+            return rc
+        if not step.output.exists():
+            print(f"{head} ended without making {step.output}", file=out, flush=True)
+            return 1
+    print(f"{head}: done in {(time.monotonic() - t0) / 60:.1f} min", file=out, flush=True)
     return 0
 
 
