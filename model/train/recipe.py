@@ -178,7 +178,8 @@ def _run(args: argparse.Namespace) -> int:
     steps = shipped_recipe(args.data)
     rc = run_recipe(steps, dry_run=args.dry_run, through=args.through)
     if rc == 0 and not args.dry_run and args.through is None:
-        print(f"recipe: done; the checkpoint is {steps[-2].output} "
+        final = [s for s in steps if s.argv[:2] == ("train", "classifier")][-1]
+        print(f"recipe: done; the checkpoint is {final.output} "
               f"(cp it to model/weights/default.pt to make it the default)")
     return rc
 
