@@ -11,7 +11,8 @@
 #
 # Search budgets (s; a trial takes ~50 s): VT_BUDGET 150, FN_BUDGET 100, QX_BUDGET 50 (0 skips the target);
 # first N: VT_START 1000, FN_START 200, QX_START 100. A shorter model stage: MODEL_BATCHES, MODEL_PRECISIONS,
-# MODEL_INPUTS (comma lists for bench_model.py); MODEL_STAGE=0 skips the test and the model stage. E2E_ARGS: more
+# MODEL_INPUTS, MODEL_JIT (comma lists for bench_model.py); MODEL_STAGE=0 skips the test and the model stage,
+# MODEL_STAGE=last runs them after the searches (a lease cut short then keeps the end-to-end figures). E2E_ARGS: more
 # bench_e2e.py arguments for every search (e.g. "--frame-ms 500").
 #
 # The device machine has no package index: wheels for its Python (3.12) are taken from .whl/ (service and
@@ -44,17 +45,18 @@ fi
 } >>"$OUTDIR/env.txt" 2>&1
 stamp "set up"; cat "$OUTDIR/env.txt" | tail -4
 
-if [ "${MODEL_STAGE:-1}" = 1 ]; then
+model_stage() {
 stamp "CUDA input-path test"
 timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_inference_cuda.py >>"$OUTDIR/env.txt" 2>&1
 stamp "test: exit $?"
 
 stamp "model throughput"
 PYTHONUNBUFFERED=1 timeout 240 $PY bench/bench_model.py --devices cuda --batch-sizes "${MODEL_BATCHES:-1,8,32,128,256,512,1024,4096}" \
-  --precisions "${MODEL_PRECISIONS:-fp32,bf16}" --inputs "${MODEL_INPUTS:-pinned,pageable,device}" --jit on,off \
+  --precisions "${MODEL_PRECISIONS:-fp32,bf16}" --inputs "${MODEL_INPUTS:-pinned,pageable,device}" --jit "${MODEL_JIT:-on,off}" \
   --min-time 0.3 >"$OUTDIR/model.out" 2>&1
 stamp "model: exit $?"; grep -E "cuda +│ +fp32 +│ +yes +│ +pinned" "$OUTDIR/model.out" | head -8
-fi
+}
+[ "${MODEL_STAGE:-1}" = 1 ] && model_stage
 
 export VOICETONE_INFERENCE_THREADS=${VOICETONE_INFERENCE_THREADS:-2}   # K processes share the cores
 # the GPU worker's batch size (deploy/k8s/gpu uses 128); the peers have none
@@ -72,5 +74,6 @@ for k in ${K//,/ }; do   # one search per process count; each gets VT_BUDGET
 done
 e2e faust-naive "${FN_BUDGET:-100}" --target faust-naive --start "${FN_START:-200}"
 e2e quix "${QX_BUDGET:-50}" --target quix --start "${QX_START:-100}"
+[ "${MODEL_STAGE:-1}" = last ] && model_stage
 tar czf "$OUTDIR/logs.tgz" -C /tmp e2e-logs 2>/dev/null
 stamp "done"
