@@ -589,10 +589,12 @@ def main(argv=None) -> int:
                    help="freeze the target (SIGSTOP) this long, --stall-at s into the measurement: the backlog "
                         "it then catches up is what shows whether memory returns to where it was")
     p.add_argument("--stall-at", type=float, default=60.0)
-    p.add_argument("--linger-ms", type=float, default=5.0,
-                   help="the load generator's producer linger: the embedded broker's fetch cost grows with the "
-                        "number of record batches it stores (bench/broker_batches.py), so a 30-minute soak at "
-                        "100 ms frames needs larger batches (e.g. 100) for the broker to keep up")
+    p.add_argument("--linger-ms", type=float, default=100.0,
+                   help="the load generator's producer linger, as a media gateway batching its frames per "
+                        "partition: the embedded broker's cost follows the record batches it is sent and stores "
+                        "(bench/broker_batches.py); at 5 ms (the default before the seventeenth session) it took "
+                        "~1 core of the 2 at 375 channels and ~2 cores on the GPU machine at 1500. Latency still "
+                        "counts from each frame's send time, so the linger is charged to the pipeline")
     p.add_argument("--allocator", choices=("auto", "jemalloc", "system"), default="auto",
                    help="malloc of the target processes: jemalloc via LD_PRELOAD as in the deploy images "
                         "(auto: where libjemalloc2 is installed), or system (glibc)")
