@@ -255,3 +255,53 @@ def test_every_stage_is_deterministic_given_its_seed_augmentation_included(manif
         for name, (x, y, _) in flat.items():
             assert torch.equal(x, y), name
         assert any(not torch.equal(x, z) for x, _, z in flat.values())
+
+
+def test_weight_average_follows_the_weights_and_ramps_its_decay():
+    from model.train.common import WeightAverage
+
+    lin = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        lin.weight.fill_(0.0)
+    avg = WeightAverage({"lin": lin}, decay=0.9)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    avg.update(0)                     # decay min(0.9, 1/10) = 0.1: the average moves 90% of the way
+    assert torch.allclose(avg.shadow["lin"]["weight"], torch.full((1, 2), 0.9))
+    for step in range(1, 200):
+        avg.update(step)
+    assert torch.allclose(avg.shadow["lin"]["weight"], torch.ones(1, 2), atol=1e-6)
+    with torch.no_grad():
+        lin.weight.fill_(-5.0)
+    avg.copy_to_modules()
+    assert torch.allclose(lin.weight, torch.ones(1, 2), atol=1e-6)
+    with pytest.raises(ValueError):
+        WeightAverage({"lin": lin}, decay=1.0)
+
+
+def test_classifier_stage_ends_on_the_moving_average_and_resumes_it(manifest, tmp_path):
+    """--ema: the checkpoint holds the average, not the last step's weights, and an interrupted
+    run resumes the average as well as the weights (same result as one uninterrupted run)."""
+    common = dict(manifest=str(manifest), batch_size=8, warmup=2, save_every=3, device="cpu",
+                  augment=False, progress=False, lr=3e-3, extra={"eval_items": 2})
+    pre, asr = tmp_path / "pre.pt", tmp_path / "asr.pt"
+    run_pretrain(TrainConfig(out=str(pre), steps=3, **common), tiny_config())
+    run_asr(TrainConfig(out=str(asr), init=str(pre), steps=3, **common))
+
+    whole, parts, plain = tmp_path / "whole.pt", tmp_path / "parts.pt", tmp_path / "plain.pt"
+    run_classifier(TrainConfig(out=str(whole), init=str(asr), steps=12, ema=0.9, **common))
+    run_classifier(TrainConfig(out=str(parts), init=str(asr), steps=12, ema=0.9, stop_at=6, **common))
+    run_classifier(TrainConfig(out=str(parts), init=str(asr), steps=12, ema=0.9, **common))
+    run_classifier(TrainConfig(out=str(plain), init=str(asr), steps=12, **common))
+
+    saved = load_checkpoint(whole)["state"]["classifier"]
+    last_raw = torch.load(state_path(whole), weights_only=True)["modules"]["classifier"]
+    average = torch.load(state_path(whole), weights_only=True)["ema"]["classifier"]
+    floats = [k for k, v in saved.items() if v.is_floating_point()]
+    assert all(torch.equal(saved[k], average[k]) for k in floats)
+    assert any(not torch.equal(saved[k], last_raw[k]) for k in floats)
+    assert all(torch.equal(saved[k], load_checkpoint(parts)["state"]["classifier"][k]) for k in floats)
+    plain_saved = load_checkpoint(plain)["state"]["classifier"]
+    assert all(torch.equal(plain_saved[k], last_raw[k]) for k in floats)   # same run without the average
+    with pytest.raises(ValueError, match="without --ema"):
+        run_classifier(TrainConfig(out=str(plain), init=str(asr), steps=14, ema=0.9, **common))

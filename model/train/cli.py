@@ -34,7 +34,8 @@ def _train_config(args) -> TrainConfig:
                        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, save_every=args.save_every,
                        seed=args.seed, device=args.device, num_workers=args.workers, window_s=args.window_s,
                        augment=not args.no_augment, resume=not args.no_resume, bf16=args.bf16,
-                       time_budget_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
+                       time_budget_s=None if args.max_minutes is None else 60.0 * args.max_minutes,
+                       ema=args.ema)
 
 
 def _common(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
@@ -55,6 +56,8 @@ def _common(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
     p.add_argument("--max-minutes", type=float, help="train for this long: --steps is cut to what the measured "
                    "step rate fits (measured over steps 30-90, inside a --warmup of 90 or more, so the "
                    "schedule still decays fully)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="end with an exponential moving average of the trained weights (e.g. 0.999); 0: off")
     p.add_argument("--name", default="voicetone", help="model name (the version is name + weights hash)")
 
 

@@ -55,6 +55,9 @@ class TrainConfig:
     # wall-clock budget of the training loop: the step count is cut to what the measured rate fits
     # (before the warm-up ends, so the cosine schedule decays fully), and the loop stops at the budget
     time_budget_s: float | None = None
+    # exponential moving average of the trained weights (0: off): the run ends with the average, which
+    # leans less on where the last few hundred noisy steps left the weights
+    ema: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -160,10 +163,15 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
     history: list[dict[str, float]] = []
     start = 0
     sp = state_path(tc.out)
+    ema = WeightAverage(trainable, tc.ema) if tc.ema else None
     if tc.resume and sp.exists():
         st = torch.load(sp, map_location="cpu", weights_only=True)
         for name, m in trainable.items():
             m.load_state_dict(st["modules"][name])
+        if ema is not None:
+            if "ema" not in st:
+                raise ValueError(f"{sp} was saved without --ema: resume it without, or start over (--no-resume)")
+            ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         torch.set_rng_state(st["rng"])
@@ -175,6 +183,8 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
         st = {"step": step, "modules": {k: m.state_dict() for k, m in trainable.items()},
               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
               "rng": torch.get_rng_state(), "history": history, "train_config": json.dumps(asdict(tc))}
+        if ema is not None:
+            st["ema"] = ema.state_dict()
         sp.parent.mkdir(parents=True, exist_ok=True)
         tmp = sp.with_name(sp.name + ".tmp")
         torch.save(st, tmp)
@@ -215,6 +225,8 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
             gnorm = nn.utils.clip_grad_norm_(params, tc.grad_clip)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(step)
             rec = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}
             rec["grad_norm"] = float(gnorm)
             rec["lr"] = sched.get_last_lr()[0]
@@ -228,8 +240,45 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
                 save_state(step + 1)
             step += 1
     save_state(max(start, end))
+    if ema is not None:
+        ema.copy_to_modules()
+        log.info("%s: the weights are now the moving average (decay %g)", desc, tc.ema)
     log.info("%s: steps %d..%d of %d in %.1f s", desc, start, end, tc.steps, time.time() - t0)
     return history
+
+
+class WeightAverage:
+    """An exponential moving average of modules' float weights and buffers.
+
+    The decay ramps up as (1 + step) / (10 + step) until it reaches ``decay``, so
+    the average is not dominated by the starting weights in a short run."""
+
+    def __init__(self, modules: dict[str, nn.Module], decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"--ema must be in (0, 1), got {decay}")
+        self.modules, self.decay = modules, decay
+        self.shadow = {name: {k: v.detach().clone() for k, v in m.state_dict().items() if v.is_floating_point()}
+                       for name, m in modules.items()}
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for name, m in self.modules.items():
+            current = m.state_dict()
+            for k, v in self.shadow[name].items():
+                v.lerp_(current[k].detach(), 1.0 - d)
+
+    def state_dict(self) -> dict:
+        return {name: {k: v.cpu() for k, v in sh.items()} for name, sh in self.shadow.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, sh in self.shadow.items():
+            for k, v in sh.items():
+                v.copy_(state[name][k])
+
+    def copy_to_modules(self) -> None:
+        for name, m in self.modules.items():
+            m.load_state_dict(self.shadow[name], strict=False)
 
 
 class StepBudget:
