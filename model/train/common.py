@@ -257,16 +257,19 @@ class WeightAverage:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"--ema must be in (0, 1), got {decay}")
         self.modules, self.decay = modules, decay
-        self.shadow = {name: {k: v.detach().clone() for k, v in m.state_dict().items() if v.is_floating_point()}
-                       for name, m in modules.items()}
+        # state_dict's tensors share storage with the live weights (which the optimiser and a resume
+        # update in place), so they are looked up once here rather than on every step
+        self.live = {name: {k: v for k, v in m.state_dict().items() if v.is_floating_point()}
+                     for name, m in modules.items()}
+        self.shadow = {name: {k: v.clone() for k, v in live.items()} for name, live in self.live.items()}
 
     @torch.no_grad()
     def update(self, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        for name, m in self.modules.items():
-            current = m.state_dict()
-            for k, v in self.shadow[name].items():
-                v.lerp_(current[k].detach(), 1.0 - d)
+        for name, shadow in self.shadow.items():
+            live = self.live[name]
+            for k, v in shadow.items():
+                v.lerp_(live[k], 1.0 - d)
 
     def state_dict(self) -> dict:
         return {name: {k: v.cpu() for k, v in sh.items()} for name, sh in self.shadow.items()}
