@@ -303,5 +303,11 @@ def test_classifier_stage_ends_on_the_moving_average_and_resumes_it(manifest, tm
     assert all(torch.equal(saved[k], load_checkpoint(parts)["state"]["classifier"][k]) for k in floats)
     plain_saved = load_checkpoint(plain)["state"]["classifier"]
     assert all(torch.equal(plain_saved[k], last_raw[k]) for k in floats)   # same run without the average
+    # each stage's checkpoint says how it was trained, the average included
+    metrics = load_checkpoint(whole)["metrics"]
+    assert metrics["classifier"]["run"] == {"seed": 0, "lr": 3e-3, "batch_size": 8, "warmup": 2, "window_s": 5.0,
+                                            "ema": 0.9}
+    assert load_checkpoint(plain)["metrics"]["classifier"]["run"]["ema"] == 0.0
+    assert metrics["asr"]["run"]["ema"] == 0.0 and metrics["pretrain"]["run"]["lr"] == 3e-3
     with pytest.raises(ValueError, match="without --ema"):
         run_classifier(TrainConfig(out=str(plain), init=str(asr), steps=14, ema=0.9, **common))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from model.train.cli import _train_config
+from model.train.common import RUN_SETTINGS
 from model.train.recipe import Step, combine_manifests, run_recipe, shipped_recipe
 from voicetone.cli import build_parser
 
@@ -53,8 +55,13 @@ def test_the_recipe_is_the_shipped_checkpoints(tmp_path):
     steps = shipped_recipe(tmp_path / "data")
     last = {stage: [s for s in steps if s.argv[:2] == ("train", stage)][-1].argv
             for stage in ("pretrain", "asr", "classifier")}
+    parser = build_parser()
     for stage, argv in last.items():
         assert metrics[stage]["steps"] == int(_flag(list(argv), "--steps")), stage
+        if "run" in metrics[stage]:   # recorded since the eighth checkpoint: seed, lr, batch, warm-up, window, --ema
+            tc = _train_config(parser.parse_args(list(argv)))
+            assert metrics[stage]["run"] == {k: getattr(tc, k) for k in RUN_SETTINGS}, stage
+    assert "run" in metrics["classifier"]
     assert metrics["asr"].get("train_frontend", False) == ("--train-frontend" in last["asr"])
     overrides = {}
     for step in steps:

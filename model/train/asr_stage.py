@@ -28,7 +28,7 @@ from model.layers import TransformerStack
 from model.network import VoiceToneNet, build_frontend
 from model.tokenizer import PAD, CharTokenizer
 from model.train.common import (TrainConfig, batch_stream, entry_duration, freeze, seed_everything,
-                                select_device, summarize, to_device, train_loop, write_metrics)
+                                select_device, stage_metrics, summarize, to_device, train_loop, write_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
     plain = WindowDataset(entries, cfg.sample_rate, tc.window_s, seed=tc.seed, random_crop=False)
     evals = decode_eval(net, tok, plain, device, n=int(tc.extra.get("eval_items", 32)))
     metrics = dict(prev_metrics)
-    metrics["asr"] = {k: v for k, v in summary.items() if k != "loss_curve"} | evals | {"windows": len(dataset)}
+    metrics["asr"] = stage_metrics(summary, tc, **evals, windows=len(dataset))
     if phone_head is not None:
         metrics["asr"] |= {"phone_weight": phone_weight, "phones": phone_vocab}
     if bow_head is not None:

@@ -23,7 +23,7 @@ from model.data.sampling import class_weights
 from model.network import VoiceToneNet
 from model.tokenizer import CharTokenizer
 from model.train.common import (TrainConfig, batch_stream, freeze, seed_everything, select_device,
-                                shuffled_order, summarize, to_device, train_loop, write_metrics)
+                                shuffled_order, stage_metrics, summarize, to_device, train_loop, write_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: floa
     plain = WindowDataset(entries, cfg.sample_rate, tc.window_s, seed=tc.seed, random_crop=False)
     evals = accuracy_eval(net, plain, device, max_items=int(tc.extra.get("eval_items", 256)))
     metrics = dict(prev_metrics)
-    metrics["classifier"] = ({k: v for k, v in summary.items() if k != "loss_curve"} | evals
-                             | {"windows": len(dataset), "class_weights": weights.tolist()})
+    metrics["classifier"] = stage_metrics(summary, tc, **evals, windows=len(dataset),
+                                          class_weights=weights.tolist())
     save_checkpoint(tc.out, stage="classifier", name=name, config=cfg.to_dict(), vocab=tok.vocab,
                     parts={"frontend": net.frontend, "asr": net.asr, "classifier": net.classifier},
                     metrics=metrics, hf_config=hf_config)

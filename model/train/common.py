@@ -332,6 +332,18 @@ def summarize(history: list[dict[str, float]], window: int = 10) -> dict[str, An
     }
 
 
+#: the run settings that change a stage's weights but are not part of the model's config: kept in the
+#: checkpoint's metrics, so a checkpoint says how it was trained (the recipe test compares them)
+RUN_SETTINGS = ("seed", "lr", "batch_size", "warmup", "window_s", "ema")
+
+
+def stage_metrics(summary: dict[str, Any], tc: TrainConfig, **extra: Any) -> dict[str, Any]:
+    """A stage's entry in the checkpoint's metrics: the run's summary (without the loss curve), its
+    settings and whatever the stage adds."""
+    run = {k: getattr(tc, k) for k in RUN_SETTINGS}
+    return {k: v for k, v in summary.items() if k != "loss_curve"} | {"run": run} | extra
+
+
 def write_metrics(out: str | Path, stage: str, summary: dict[str, Any], tc: TrainConfig, **extra: Any) -> Path:
     path = metrics_path(out)
     payload = {"stage": stage, "train_config": asdict(tc), **summary, **extra}

@@ -22,7 +22,7 @@ from model.features import length_mask, mfcc_with_deltas, pool_frames
 from model.frontend import SUBSAMPLING, MaskedPredictionHead, SSLFrontEnd, pretrain_loss
 from model.kmeans import kmeans
 from model.train.common import (TrainConfig, batch_stream, seed_everything, select_device, shuffled_order,
-                                summarize, to_device, train_loop, write_metrics)
+                                stage_metrics, summarize, to_device, train_loop, write_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def run_pretrain(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "v
                          batches=lambda s: batch_stream(dataset, shuffled_order(len(dataset), tc.seed), tc, s),
                          device=device)
     summary = summarize(history)
-    metrics = {"pretrain": {k: v for k, v in summary.items() if k != "loss_curve"} | {"windows": len(dataset)}}
+    metrics = {"pretrain": stage_metrics(summary, tc, windows=len(dataset))}
     save_checkpoint(tc.out, stage="pretrain", name=name, config=cfg.to_dict(),
                     parts={"frontend": frontend, "pretrain_head": head}, metrics=metrics,
                     tensors={"kmeans": centroids})
