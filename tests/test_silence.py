@@ -30,6 +30,21 @@ def test_loudest_frame_level():
     assert loudest_frame_dbfs(np.zeros(0, np.float32), SR) == float("-inf")
 
 
+def test_levels_in_single_precision_match_a_double_precision_reference():
+    """The gate's float32 dot products against squaring every sample in float64, over loud, quiet, near
+    the threshold and shorter-than-a-frame windows, with ragged tails."""
+    rng = np.random.default_rng(3)
+    for rate in (8000, 16000, 44100):
+        n = rate * 20 // 1000
+        for size in (5 * rate, 5 * rate + 13, n - 1, 1):
+            for level in (-3.0, -40.0, -55.0, -90.0):
+                x = (rng.standard_normal(size) * 10 ** (level / 20)).astype(np.float32)
+                whole = size // n * n
+                parts = [x[i:i + n] for i in range(0, whole, n)] + ([x[whole:]] if whole < size else [])
+                ref = 10 * np.log10(max(float(np.mean(p.astype(np.float64) ** 2)) for p in parts))
+                assert abs(loudest_frame_dbfs(x, rate) - ref) < 1e-5, (rate, size, level)
+
+
 class Recorder:
     def __init__(self):
         self.seen = []
