@@ -159,6 +159,7 @@ class Targets:
 
 WORKER_METRICS = ("voicetone_inference_seconds", "voicetone_batch_size", "voicetone_end_to_end_latency_seconds")
 WITHIN_1S = 'voicetone_end_to_end_latency_seconds_bucket{le="1.0"}'   # windows the worker published within 1 s
+MODEL_CPU = "voicetone_inference_cpu_seconds_total"   # CPU time of the model calls' threads
 
 
 def per_minute(samples: list, start: tuple | None, lat_ms: np.ndarray, sent: np.ndarray) -> list[dict]:
@@ -200,8 +201,8 @@ def scrape(port: int) -> dict:
     except OSError:
         return out
     for line in text.splitlines():
-        if line.startswith(WITHIN_1S + " "):
-            out[WITHIN_1S] = float(line.split()[-1])
+        if line.startswith((WITHIN_1S + " ", MODEL_CPU + " ")):
+            out[line.split()[0]] = float(line.split()[-1])
         for name in WORKER_METRICS:
             for suffix in ("_sum", "_count"):
                 if line.startswith(name + suffix + " "):
@@ -315,6 +316,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         from voicetone.broker import free_port
         metrics_port = free_port() if target.startswith("voicetone") else 0
         metrics_before: dict = {}
+        metrics_end: dict = {}
         processes = args.processes if target == "voicetone" else 1   # --processes: voicetone workers
         proc = Targets.start(target, processes, broker.url, args.partitions, logdir, run_tag, metrics_port,
                              preload_for(args.allocator))
@@ -412,6 +414,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
             if sleep > 0:
                 time.sleep(min(sleep, 0.005))
         end_sample = (time.monotonic(), proc.cpu_seconds(), proc.rss_bytes(), cpu_seconds(broker.proc.pid))
+        metrics_end = scrape(metrics_port) if metrics_port else {}
         gen_cpu = time.process_time() - gen_cpu0
         producer.flush(10)
         wall_end = time.time()
@@ -459,6 +462,13 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     growth = float(np.median(thirds[2]) - np.median(thirds[0])) if len(lat_ms) >= 3 else float("nan")
     measured = end_sample[0] - cpu_at_measure[0] if cpu_at_measure else float("nan")
     worker_cpu = (end_sample[1] - cpu_at_measure[1]) / measured * 100 if cpu_at_measure else float("nan")
+    # the model calls' share of the worker's CPU over the measurement: 1 - share is what Kafka, decoding,
+    # windowing and publishing cost, whatever else (broker, load generator) shares the machine; one process only
+    # (only the first one's metrics are scraped)
+    model_share = float("nan")
+    if cpu_at_measure and processes == 1 and MODEL_CPU in metrics_end and MODEL_CPU in metrics_before:
+        worker_cpu_s = max(1e-9, end_sample[1] - cpu_at_measure[1])
+        model_share = (metrics_end[MODEL_CPU] - metrics_before[MODEL_CPU]) / worker_cpu_s
     broker_cpu = (end_sample[3] - cpu_at_measure[3]) / measured * 100 if cpu_at_measure else float("nan")
     rss = [s[2] for s in samples if cpu_at_measure and s[0] >= cpu_at_measure[0]] + [end_sample[2]]
     # memory over the run, after the warm-up: RSS at the start of the measurement, then the
@@ -474,7 +484,8 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         "worker_rss_last_minute_mb": mean_rss(samples, end_sample[0] - 60, end_sample[0]),
         "expected_windows": round(expected), "completeness": completeness,
         "p50_ms": percentile(lat_ms, 50), "p99_ms": percentile(lat_ms, 99), "max_ms": percentile(lat_ms, 100),
-        "growth_ms": growth, "worker_cpu_pct": worker_cpu, "worker_rss_mb": max(rss) / 2**20,
+        "growth_ms": growth, "worker_cpu_pct": worker_cpu, "worker_model_cpu_share": model_share,
+        "worker_rss_mb": max(rss) / 2**20,
         "worker_rss_growth_mb": (rss[-1] - rss[0]) / 2**20, "broker_cpu_pct": broker_cpu,
         "loadgen_cpu_pct": gen_cpu / total_s * 100, "loadgen_late_max_ms": late_max * 1000,
         "loadavg": load_average(), **view,
@@ -507,7 +518,8 @@ def show(r: dict) -> None:
         console.print(f"    worker's own view: mean batch {r['worker_mean_batch']:.1f}, mean model call "
                       f"{r['worker_mean_inference_ms']:.0f} ms, mean audio end -> publish "
                       f"{r['worker_mean_publish_latency_ms']:.0f} ms, published within 1 s "
-                      f"{r.get('worker_published_within_1s', float('nan')):.1%}")
+                      f"{r.get('worker_published_within_1s', float('nan')):.1%}, model calls "
+                      f"{r.get('worker_model_cpu_share', float('nan')):.0%} of its CPU")
 
 
 def search(target: str, args, tag: str) -> tuple[int, list[dict]]:

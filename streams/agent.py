@@ -178,6 +178,14 @@ class _App(faust.App):
         return super()._new_consumer()
 
 
+def _predict_timed(model, batch):
+    """`predict_batch` in a model thread, and the CPU time that thread spent on it (torch runs a call's
+    operators in the calling thread when it has one intra-op thread, the worker's default on CPU)."""
+    started = time.thread_time()
+    answers = predict_batch(model, batch)
+    return answers, time.thread_time() - started
+
+
 class Worker:
     """One Faust app plus the processor, batcher and model it drives."""
 
@@ -586,7 +594,8 @@ class Worker:
         started = time.perf_counter()
         try:
             cut = model_batch(self.gate, batch, rates, self.model.sample_rate)
-            answers = await loop.run_in_executor(self.executor, predict_batch, self.model, cut)
+            answers, cpu_s = await loop.run_in_executor(self.executor, _predict_timed, self.model, cut)
+            self.metrics.inference_cpu_seconds.inc(cpu_s)
             speech, sentiment, skipped = cut.merge(answers)
         except Exception as exc:  # out of memory, bad input to the network...
             kind = type(exc).__name__

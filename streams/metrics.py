@@ -14,7 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterable, Optional
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
+                               generate_latest)
 
 METRICS_PATH = "/metrics"
 HEALTHZ_PATH = "/healthz"
@@ -36,6 +37,7 @@ METRIC_NAMES = (
     "voicetone_duplicate_frames_total",
     "voicetone_batch_size",
     "voicetone_inference_seconds",
+    "voicetone_inference_cpu_seconds_total",
     "voicetone_end_to_end_latency_seconds",
     "voicetone_active_channels",
     "voicetone_consumer_lag",
@@ -50,6 +52,8 @@ class Metrics:
     def __init__(self, registry: Optional[CollectorRegistry] = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        if registry is None:   # process_cpu_seconds_total etc., beside which the model's CPU time is read
+            ProcessCollector(registry=r)
         self.frames = Counter("voicetone_frames_total", "Audio frames consumed", registry=r)
         self.windows = Counter("voicetone_windows_total", "Analysis windows cut from the audio", registry=r)
         self.windows_silent = Counter(
@@ -79,6 +83,12 @@ class Metrics:
         self.inference_seconds = Histogram(
             "voicetone_inference_seconds", "Duration of one batched model call",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=r)
+        self.inference_cpu_seconds = Counter(
+            "voicetone_inference_cpu_seconds_total",
+            "CPU time of the threads that ran the model calls; over the process's CPU time (process_cpu_seconds_"
+            "total) it is the share of the worker that is inference, the rest being Kafka, decoding, windowing and "
+            "publishing (torch's extra intra-op threads, where there are more than one per call, are not counted)",
+            registry=r)
         self.end_to_end_latency = Histogram(
             "voicetone_end_to_end_latency_seconds",
             "From the wall-clock end of a window's audio (frame ts_ms) to its segment being published",

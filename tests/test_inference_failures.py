@@ -84,3 +84,34 @@ def test_a_window_that_always_fails_is_skipped_and_the_rest_are_served():
     assert len(out.dead_letters) == 1
     assert w.metrics.inference_errors.labels(kind="ValueError")._value.get() >= 2  # the batch, then the window
     w.executor.shutdown(wait=True)
+
+
+def test_the_model_threads_cpu_time_is_counted():
+    """`voicetone_inference_cpu_seconds_total` grows by the CPU time the model call burned in its thread
+    (a model that spins for 50 ms of CPU), not by wall time spent waiting (one that sleeps 50 ms)."""
+    import time
+
+    class Spinning(EnergyModel):
+        def __init__(self, spin: bool):
+            self.spin = spin
+
+        def predict(self, audio, lengths):
+            if self.spin:
+                end = time.thread_time() + 0.05
+                while time.thread_time() < end:
+                    pass
+            else:
+                time.sleep(0.05)
+            return super().predict(audio, lengths)
+
+    counted = {}
+    for spin in (True, False):
+        w = Worker(Settings(app_id=f"t-cpu-{spin}", broker="127.0.0.1:1", metrics_port=0), model=Spinning(spin),
+                   partitions=1)
+        windows = _one_window_per_call(w, f"cpu{spin}", [300, 400], poisoned=-1)
+        asyncio.run(w._run_batch(windows))
+        counted[spin] = w.metrics.inference_cpu_seconds._value.get()
+        w.executor.shutdown(wait=True)
+    assert 0.05 <= counted[True] < 1.0
+    assert counted[False] < 0.04
+    assert "process_cpu_seconds_total" in w.metrics.render().decode()   # what the model's share is read against
