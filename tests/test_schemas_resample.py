@@ -152,6 +152,12 @@ def test_fft_rows_equal_each_row_alone_and_the_double_precision_answer():
     full[:spec.size] = spec
     ref = np.fft.irfft(full, 80000) * 2.0
     assert np.abs(rows[0] - ref).max() < 1e-5
+    # down: the spectrum cut at the new Nyquist, whose bin is made real (48 kHz -> 16 kHz)
+    wide = rng.standard_normal((3, 48000)).astype(np.float32)
+    down = resample_fft_rows(wide, 48000, 16000)
+    spec = np.fft.rfft(wide[1].astype(np.float64))[:8001].copy()
+    spec[-1] = spec[-1].real
+    assert down.shape == (3, 16000) and np.abs(down[1] - np.fft.irfft(spec, 16000) / 3.0).max() < 1e-5
 
 
 def test_prepare_batch_resamples_mixed_rates_like_one_window_at_a_time():
