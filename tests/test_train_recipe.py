@@ -9,7 +9,8 @@ import pytest
 
 from model.train.cli import _train_config
 from model.train.common import RUN_SETTINGS
-from model.train.recipe import Step, combine_manifests, run_recipe, shipped_recipe
+from model.train.recipe import (SHIPPED, Step, combine_manifests, compare_classifiers, last_stage_recipe, run_recipe,
+                                shipped_recipe)
 from voicetone.cli import build_parser
 
 
@@ -127,3 +128,37 @@ def test_through_stops_after_the_named_step(tmp_path):
              for n in ("a", "b", "c")]
     assert run_recipe(steps, through="b", out=io.StringIO()) == 0
     assert calls == ["a", "b"]
+
+
+def test_the_last_stage_chain_is_the_shipped_stage_on_the_shipped_encoder(tmp_path):
+    """`--last-stage`: the corpora the classifier reads, the shipped classifier command with only --init (the
+    shipped checkpoint) and --out changed, and the evaluation of what it made."""
+    full, short = shipped_recipe(tmp_path / "data"), last_stage_recipe(tmp_path / "data")
+    parser = build_parser()
+    made: set[Path] = {SHIPPED}
+    for step in short:
+        argv = list(step.argv)
+        if argv:
+            parser.parse_args(argv)
+        for needed in (_flag(argv, "--init"), _flag(argv, "--manifest"), _flag(argv, "--model")):
+            if needed is not None:
+                assert Path(needed) in made, (step.name, needed)
+        made.add(step.output)
+    stage, new = full[-2].argv, short[-2].argv
+    assert Path(_flag(list(new), "--init")) == SHIPPED and SHIPPED.exists()
+    changed = {i for i, (a, b) in enumerate(zip(stage, new)) if a != b}
+    assert len(stage) == len(new) and {stage[i - 1] for i in changed} == {"--init", "--out"}
+    assert [s.name for s in short[:4]] == ["corpus", "second corpus", "broad-grammar corpus", "manifest: three corpora"]
+    assert sum(s.minutes for s in short) < 70
+
+
+def test_compare_classifiers_says_bit_for_bit_or_how_far(tmp_path):
+    import torch
+
+    assert "bit for bit" in compare_classifiers(SHIPPED)
+    ck = torch.load(SHIPPED, weights_only=True)
+    name = next(k for k, v in ck["state"]["classifier"].items() if v.is_floating_point())
+    ck["state"]["classifier"][name] = ck["state"]["classifier"][name] + 0.25
+    torch.save(ck, tmp_path / "other.pt")
+    said = compare_classifiers(tmp_path / "other.pt")
+    assert "differ" in said and "0.25" in said
