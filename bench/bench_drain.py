@@ -130,7 +130,7 @@ def run_once(loop: str, frames, args, expected: int, tag: str) -> dict:
         reader = segment_consumer(broker.url)
         try:
             os.environ["VOICETONE_EVENT_LOOP"] = loop
-            targets = Targets.start("voicetone", 1, broker.url, args.partitions, logdir, tag, 0)
+            targets = Targets.start("voicetone", 1, broker.url, args.partitions, logdir, tag)
             r = read_segments(reader, expected, targets, args.timeout)
         finally:
             reader.close()

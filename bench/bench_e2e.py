@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -116,24 +116,34 @@ def start_target(target: str, broker: str, partitions: int, log_path: Path,
 
 class Targets:
     """The target's processes: one, or K voicetone workers of one consumer group (as K replicas on
-    one machine would be; the peers are one process each); CPU and RSS are their sums, only the
-    first one's metrics are scraped."""
+    one machine would be; the peers are one process each); CPU, RSS and the workers' metrics
+    (counters, histogram sums and counts) are their sums."""
 
-    def __init__(self, procs: list[subprocess.Popen]):
+    def __init__(self, procs: list[subprocess.Popen], metrics_ports: Sequence[int] = ()):
         self.procs = procs
+        self.metrics_ports = list(metrics_ports)
 
     @classmethod
     def start(cls, target: str, k: int, broker: str, partitions: int, logdir: Path, run_tag: str,
-              metrics_port: int, preload: Optional[str] = None) -> "Targets":
+              metrics_ports: Sequence[int] = (), preload: Optional[str] = None) -> "Targets":
+        """`metrics_ports`: one per process (voicetone), or none (the peers export no metrics)."""
         procs: list[subprocess.Popen] = []
         try:
             for i in range(k):
                 procs.append(start_target(target, broker, partitions, logdir / f"{target}-{run_tag}-p{i}.log",
-                                          metrics_port if i == 0 else 0, preload))
+                                          metrics_ports[i] if metrics_ports else 0, preload))
         except BaseException:
             cls(procs).stop()
             raise
-        return cls(procs)
+        return cls(procs, metrics_ports)
+
+    def scrape(self) -> dict:
+        """The workers' metrics summed over the processes ({} for a peer)."""
+        total: dict = {}
+        for port in self.metrics_ports:
+            for name, value in scrape(port).items():
+                total[name] = total.get(name, 0.0) + value
+        return total
 
     def exited(self) -> str | None:
         for p in self.procs:
@@ -314,11 +324,14 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     try:
         create_topics(broker.url, [INPUT, *OUTPUT_TOPICS], args.partitions)
         from voicetone.broker import free_port
-        metrics_port = free_port() if target.startswith("voicetone") else 0
         metrics_before: dict = {}
         metrics_end: dict = {}
         processes = args.processes if target == "voicetone" else 1   # --processes: voicetone workers
-        proc = Targets.start(target, processes, broker.url, args.partitions, logdir, run_tag, metrics_port,
+        ports: list[int] = []
+        while target.startswith("voicetone") and len(ports) < processes:
+            port = free_port()
+            ports += [] if port in ports else [port]
+        proc = Targets.start(target, processes, broker.url, args.partitions, logdir, run_tag, ports,
                              preload_for(args.allocator))
         reader = SegmentReader(broker.url)
         reader.start()
@@ -378,8 +391,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
                 next_sample += 1.0
                 if cpu_at_measure is None and now >= t0 + args.warmup:
                     cpu_at_measure = samples[-1]
-                    if metrics_port:
-                        metrics_before = scrape(metrics_port)
+                    metrics_before = proc.scrape()
                 if proc.exited():
                     raise RuntimeError(f"{proc.exited()} during the run")
             ready = np.nonzero(due <= now)[0]
@@ -414,14 +426,14 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
             if sleep > 0:
                 time.sleep(min(sleep, 0.005))
         end_sample = (time.monotonic(), proc.cpu_seconds(), proc.rss_bytes(), cpu_seconds(broker.proc.pid))
-        metrics_end = scrape(metrics_port) if metrics_port else {}
+        metrics_end = proc.scrape()
         gen_cpu = time.process_time() - gen_cpu0
         producer.flush(10)
         wall_end = time.time()
         # let the last windows arrive (anything later than the bound fails anyway)
         time.sleep(max(2.0, args.p99_ms / 1000 + 1.0))
         arrivals = reader.take()
-        view = worker_view(metrics_before, scrape(metrics_port)) if metrics_port else {}
+        view = worker_view(metrics_before, proc.scrape()) if proc.metrics_ports else {}
     finally:
         if reader is not None:
             reader.stop.set()
@@ -463,10 +475,9 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     measured = end_sample[0] - cpu_at_measure[0] if cpu_at_measure else float("nan")
     worker_cpu = (end_sample[1] - cpu_at_measure[1]) / measured * 100 if cpu_at_measure else float("nan")
     # the model calls' share of the worker's CPU over the measurement: 1 - share is what Kafka, decoding,
-    # windowing and publishing cost, whatever else (broker, load generator) shares the machine; one process only
-    # (only the first one's metrics are scraped)
+    # windowing and publishing cost, whatever else (broker, load generator) shares the machine
     model_share = float("nan")
-    if cpu_at_measure and processes == 1 and MODEL_CPU in metrics_end and MODEL_CPU in metrics_before:
+    if cpu_at_measure and MODEL_CPU in metrics_end and MODEL_CPU in metrics_before:
         worker_cpu_s = max(1e-9, end_sample[1] - cpu_at_measure[1])
         model_share = (metrics_end[MODEL_CPU] - metrics_before[MODEL_CPU]) / worker_cpu_s
     broker_cpu = (end_sample[3] - cpu_at_measure[3]) / measured * 100 if cpu_at_measure else float("nan")

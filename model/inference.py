@@ -18,6 +18,7 @@ import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint, weights_hash
 from model.config import ModelConfig
+from model.features import resample_fft_torch
 from model.network import VoiceToneNet
 from model.tokenizer import SENTIMENTS, CharTokenizer
 
@@ -62,6 +63,9 @@ class VoiceToneModel:
         # CUDA: host windows go through one reused page-locked buffer (a copy from pageable memory
         # is staged by the driver at a fraction of the bus speed; bench/bench_model.py --inputs)
         self.pinned_transfer = device.type == "cuda"
+        # CUDA: windows come at their own rate and are resampled on the device (`predict`'s sample_rate),
+        # which takes the FFTs off the worker's event loop; on CPU the loop's scipy FFT is the cheaper one
+        self.resample_on_device = device.type == "cuda"
         self._staging: torch.Tensor | None = None
         self._staging_free: Any = None   # CUDA event: the last copy out of the buffer has finished
         self._staging_lock = threading.Lock()
@@ -166,9 +170,15 @@ class VoiceToneModel:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
-    def predict(self, batch, lengths: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Windows [B, samples] at 16 kHz -> (speech probability [B], sentiment [B, 3] pos/neu/neg)."""
+    def predict(self, batch, lengths: Sequence[int] | None = None,
+                sample_rate: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Windows [B, samples] at the model's rate (16 kHz), or at ``sample_rate`` (resampled here, on
+        the model's device) -> (speech probability [B], sentiment [B, 3] pos/neu/neg)."""
         audio, lens = self._inputs(batch, lengths)
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            audio = resample_fft_torch(audio, sample_rate, self.sample_rate)
+            lens = torch.div(lens * self.sample_rate + sample_rate - 1, sample_rate, rounding_mode="floor")
+            lens = lens.clamp(max=audio.shape[1])
         if audio.shape[0] == 0:
             return np.zeros(0, np.float32), np.zeros((0, 3), np.float32)
         step = self.cpu_max_batch if self.device.type == "cpu" and self.cpu_max_batch else audio.shape[0]

@@ -588,12 +588,14 @@ class Worker:
     # ------------------------------------------------------------ inference
     async def _run_batch(self, batch) -> tuple[np.ndarray, np.ndarray, list]:
         """Run one batch; on failure split it, and skip single windows that fail. The gate and the
-        resampling run here on the loop, only `predict` in a model thread (`streams.pipeline.ModelBatch`)."""
+        resampling run here on the loop, only `predict` in a model thread (`streams.pipeline.ModelBatch`); a
+        model on a GPU resamples on its device."""
         loop = asyncio.get_running_loop()
         rates = [self.processor.rate_of(w) for w in batch]
         started = time.perf_counter()
         try:
-            cut = model_batch(self.gate, batch, rates, self.model.sample_rate)
+            cut = model_batch(self.gate, batch, rates, self.model.sample_rate,
+                              getattr(self.model, "resample_on_device", False))
             answers, cpu_s = await loop.run_in_executor(self.executor, _predict_timed, self.model, cut)
             self.metrics.inference_cpu_seconds.inc(cpu_s)
             speech, sentiment, skipped = cut.merge(answers)

@@ -147,19 +147,26 @@ class ModelBatch:
     keep: np.ndarray
     audio: Optional[np.ndarray] = None
     lengths: Optional[np.ndarray] = None
+    rate: Optional[int] = None   # the audio's rate when the model resamples it on its device (a GPU)
 
     def merge(self, answers) -> tuple[np.ndarray, np.ndarray, int]:
         """(speech, sentiment, windows skipped) for the whole batch from `predict_batch`'s answers."""
         return SilenceGate.merge(self.size, self.keep, *(answers or (None, None)))
 
 
-def model_batch(gate: SilenceGate, windows: list[Window], rates: list[int], model_rate: int) -> ModelBatch:
+def model_batch(gate: SilenceGate, windows: list[Window], rates: list[int], model_rate: int,
+                resample_on_device: bool = False) -> ModelBatch:
+    """The audible windows stacked for the model; with ``resample_on_device`` (a GPU model) a batch of one
+    rate and length is left at its rate for the model to resample (mixed batches are resampled here)."""
     size = len(windows)
     keep = gate.audible(windows, rates)
     if not keep.size:
         return ModelBatch(size, keep)
     if keep.size < size:
         windows, rates = [windows[i] for i in keep], [rates[i] for i in keep]
+    if resample_on_device and rates[0] != model_rate and len(shape_groups(windows, rates)) == 1:
+        block = np.stack([w.samples for w in windows]).astype(np.float32, copy=False)
+        return ModelBatch(size, keep, block, np.full(len(windows), block.shape[1], dtype=np.int64), rates[0])
     audio, lengths = prepare_batch(windows, rates, model_rate)
     return ModelBatch(size, keep, audio, lengths)
 
@@ -167,14 +174,18 @@ def model_batch(gate: SilenceGate, windows: list[Window], rates: list[int], mode
 def predict_batch(model, batch: ModelBatch):
     """The model's answers for the audible windows (None when there are none): the only step that needs the
     model thread."""
-    return None if batch.audio is None else model.predict(batch.audio, batch.lengths)
+    if batch.audio is None:
+        return None
+    if batch.rate is None:
+        return model.predict(batch.audio, batch.lengths)
+    return model.predict(batch.audio, batch.lengths, sample_rate=batch.rate)
 
 
 def run_model(model, gate: SilenceGate, windows: list[Window], rates: list[int]) -> tuple[np.ndarray, np.ndarray, int]:
     """(speech, sentiment, windows skipped as silent): the worker's and the offline runner's one model path
     (the worker runs its steps on two threads: `model_batch` and `merge` on its loop, `predict_batch` in a
     model thread)."""
-    batch = model_batch(gate, windows, rates, model.sample_rate)
+    batch = model_batch(gate, windows, rates, model.sample_rate, getattr(model, "resample_on_device", False))
     return batch.merge(predict_batch(model, batch))
 
 

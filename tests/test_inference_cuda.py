@@ -42,3 +42,16 @@ def test_trace_holds_on_cuda():
     eager = m.predict(x, lens)
     np.testing.assert_allclose(traced[0], eager[0], atol=1e-4)
     np.testing.assert_allclose(traced[1], eager[1], atol=1e-4)
+
+
+def test_resampling_on_the_device_matches_the_loops():
+    """A CUDA model resamples 8 kHz windows itself (the worker's loop hands them over at their rate)."""
+    from schemas.resample import resample_fft_rows
+
+    m = VoiceToneModel.untrained(device="cuda")
+    assert m.resample_on_device
+    x = (0.1 * np.random.default_rng(2).standard_normal((5, 8000 * 5))).astype(np.float32)
+    on_device = m.predict(x, sample_rate=8000)
+    on_host = m.predict(resample_fft_rows(x, 8000, 16000))
+    np.testing.assert_allclose(on_device[0], on_host[0], atol=1e-4)
+    np.testing.assert_allclose(on_device[1], on_host[1], atol=1e-4)
