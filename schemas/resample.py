@@ -221,14 +221,10 @@ def resample_fft_rows(block: np.ndarray, src_rate: int, dst_rate: int) -> np.nda
         return a
     n = a.shape[1]
     m = -(-n * dst_rate // src_rate)
-    spec = scipy.fft.rfft(a, axis=-1)
-    if spec.shape[1] < m // 2 + 1:
-        # upsampling: irfft zero-pads the spectrum itself (the same samples as padding it here, one copy fewer)
-        y = scipy.fft.irfft(spec, m, axis=-1)
-    else:
-        out = spec[:, :m // 2 + 1].copy()
-        if m % 2 == 0:
-            out[:, -1] = out[:, -1].real  # the Nyquist bin of a real signal is real
-        y = scipy.fft.irfft(out, m, axis=-1)
+    spec = scipy.fft.rfft(a, axis=-1)[:, :m // 2 + 1]   # cut at the new Nyquist; irfft zero-pads a shorter one
+    if m % 2 == 0 and spec.shape[1] == m // 2 + 1:
+        spec = spec.copy()
+        spec[:, -1] = spec[:, -1].real  # the Nyquist bin of a real signal is real
+    y = scipy.fft.irfft(spec, m, axis=-1)
     y *= np.float32(m / n)
     return y.astype(np.float32, copy=False)

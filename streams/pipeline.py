@@ -118,21 +118,30 @@ def prepare_batch(windows: list[Window], rates: list[int], model_rate: int) -> t
 
     Windows of the same rate and length (all full windows of a rate) are
     resampled together in one FFT call."""
+    audio, lengths, _ = _stack_for_model(windows, rates, model_rate)
+    return audio, lengths
+
+
+def _stack_for_model(windows: list[Window], rates: list[int], model_rate: int,
+                     leave_one_rate: bool = False) -> tuple[np.ndarray, np.ndarray, Optional[int]]:
+    """`prepare_batch`, and the rate the audio is still at (None: the model's). With ``leave_one_rate`` a
+    batch of one rate and length is stacked but not resampled (a GPU model resamples it on its device)."""
     groups = shape_groups(windows, rates)
     if len(groups) == 1:
         # the usual batch (full windows of one rate): one block, so a fixed number of numpy calls
         block = np.stack([w.samples for w in windows]).astype(np.float32, copy=False)
-        if rates[0] != model_rate:
-            block = resample_fft_rows(block, rates[0], model_rate)
-        return block, np.full(len(windows), block.shape[1], dtype=np.int64)
+        rate: Optional[int] = None if rates[0] == model_rate else rates[0]
+        if rate is not None and not leave_one_rate:
+            block, rate = resample_fft_rows(block, rate, model_rate), None
+        return block, np.full(len(windows), block.shape[1], dtype=np.int64), rate
     converted: list = [w.samples if r == model_rate else None for w, r in zip(windows, rates)]
-    for (rate, _), idx in groups.items():
-        if rate == model_rate:
+    for (src, _), idx in groups.items():
+        if src == model_rate:
             continue
-        rows = resample_fft_rows(np.stack([windows[i].samples for i in idx]), rate, model_rate)
+        rows = resample_fft_rows(np.stack([windows[i].samples for i in idx]), src, model_rate)
         for i, row in zip(idx, rows):
             converted[i] = row
-    return stack_windows(converted)
+    return (*stack_windows(converted), None)
 
 
 @dataclass
@@ -164,11 +173,7 @@ def model_batch(gate: SilenceGate, windows: list[Window], rates: list[int], mode
         return ModelBatch(size, keep)
     if keep.size < size:
         windows, rates = [windows[i] for i in keep], [rates[i] for i in keep]
-    if resample_on_device and rates[0] != model_rate and len(shape_groups(windows, rates)) == 1:
-        block = np.stack([w.samples for w in windows]).astype(np.float32, copy=False)
-        return ModelBatch(size, keep, block, np.full(len(windows), block.shape[1], dtype=np.int64), rates[0])
-    audio, lengths = prepare_batch(windows, rates, model_rate)
-    return ModelBatch(size, keep, audio, lengths)
+    return ModelBatch(size, keep, *_stack_for_model(windows, rates, model_rate, leave_one_rate=resample_on_device))
 
 
 def predict_batch(model, batch: ModelBatch):

@@ -149,17 +149,21 @@ def last_stage_recipe(data: str | Path = "data", shipped: str | Path = SHIPPED) 
     by_name = {s.name: s for s in full}
     stage, evaluation = full[-2], full[-1]
     out = d / "last-stage" / "classifier.pt"
-    argv = list(stage.argv)
-    argv[argv.index("--init") + 1] = str(shipped)
-    argv[argv.index("--out") + 1] = str(out)
-    ev = list(evaluation.argv)
-    ev[ev.index("--model") + 1] = str(out)
-    ev[ev.index("--out") + 1] = str(d / "eval" / "last-stage")
+    argv = _with_flags(stage.argv, {"--init": shipped, "--out": out})
+    ev = _with_flags(evaluation.argv, {"--model": out, "--out": d / "eval" / "last-stage"})
     keep = ("corpus", "second corpus", "broad-grammar corpus", "manifest: three corpora")
     return [*(by_name[n] for n in keep),
-            Step(stage.name + ", on the shipped encoder", out, stage.minutes, tuple(argv), about=stage.about),
-            Step(evaluation.name, d / "eval" / "last-stage" / "report.json", evaluation.minutes, tuple(ev),
+            Step(stage.name + ", on the shipped encoder", out, stage.minutes, argv, about=stage.about),
+            Step(evaluation.name, d / "eval" / "last-stage" / "report.json", evaluation.minutes, ev,
                  about=evaluation.about)]
+
+
+def _with_flags(argv: Sequence[str], values: dict[str, str | Path]) -> tuple[str, ...]:
+    """``argv`` with the values after the given flags replaced (each flag must be there)."""
+    out = list(argv)
+    for flag, value in values.items():
+        out[out.index(flag) + 1] = str(value)
+    return tuple(out)
 
 
 def compare_classifiers(made: str | Path, shipped: str | Path = SHIPPED) -> str:
