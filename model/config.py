@@ -56,6 +56,7 @@ class ModelConfig:
     cls_kernel: int = 5
     cls_attn_dim: int = 64
     cls_hidden: int = 128
+    cls_heads: int = 1  # >1: that many heads trained side by side, their probabilities averaged
 
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from model.asr import ASRModel
-from model.classifier import SentimentClassifier
+from model.classifier import build_classifier
 from model.config import ModelConfig
 from model.frontend import SSLFrontEnd
 
@@ -39,7 +39,7 @@ class VoiceToneNet(nn.Module):
         self.cfg = cfg
         self.frontend = frontend if frontend is not None else build_frontend(cfg, hf_config)
         self.asr = ASRModel(cfg, self.frontend.out_dim, vocab_size)
-        self.classifier = SentimentClassifier(cfg)
+        self.classifier = build_classifier(cfg)
 
     def encode(self, audio: torch.Tensor, lengths: torch.Tensor, augment=None):
         h, mask = self.frontend(audio, lengths, augment=augment)

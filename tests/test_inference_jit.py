@@ -24,9 +24,9 @@ def both(m: VoiceToneModel, x, lens):
     return a, b
 
 
-@pytest.mark.parametrize("head", ["pool", "conv"])
-def test_traced_predict_matches_eager(head):
-    m = VoiceToneModel.untrained(tiny_config(cls_context=head), device="cpu", seed=3)
+@pytest.mark.parametrize("head,heads", [("pool", 1), ("conv", 1), ("conv", 3)])
+def test_traced_predict_matches_eager(head, heads):
+    m = VoiceToneModel.untrained(tiny_config(cls_context=head, cls_heads=heads), device="cpu", seed=3)
     assert m.jit
     rng = np.random.default_rng(0)
     shapes = [(1, 80000), (3, 80000), (7, 37123), (4, 16000), (2, 15999), (5, 100000), (2, 500), (9, 24000)]

@@ -11,9 +11,9 @@ from model.inference import VoiceToneModel
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return VoiceToneModel.untrained(tiny_config(), seed=2)
+@pytest.fixture(scope="module", params=[1, 2], ids=lambda k: f"{k}-head")
+def tiny(request):
+    return VoiceToneModel.untrained(tiny_config(cls_heads=request.param), seed=2)
 
 
 @pytest.fixture

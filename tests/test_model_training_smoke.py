@@ -311,3 +311,27 @@ def test_classifier_stage_ends_on_the_moving_average_and_resumes_it(manifest, tm
     assert metrics["asr"]["run"]["ema"] == 0.0 and metrics["pretrain"]["run"]["lr"] == 3e-3
     with pytest.raises(ValueError, match="without --ema"):
         run_classifier(TrainConfig(out=str(plain), init=str(asr), steps=14, ema=0.9, **common))
+
+
+def test_classifier_heads_train_side_by_side(manifest, tmp_path):
+    """--heads 2: one run fits two heads from different random starts on the one frozen encoder; the
+    checkpoint records both, reports each head's figures, and loads as their average."""
+    common = dict(manifest=str(manifest), batch_size=8, warmup=2, save_every=0, device="cpu",
+                  augment=False, progress=False, lr=3e-3, extra={"eval_items": 8})
+    pre, asr, cls = tmp_path / "pretrain.pt", tmp_path / "asr.pt", tmp_path / "cls.pt"
+    run_pretrain(TrainConfig(out=str(pre), steps=5, **common), tiny_config())
+    run_asr(TrainConfig(out=str(asr), init=str(pre), steps=5, **common))
+    s = run_classifier(TrainConfig(out=str(cls), init=str(asr), steps=20, **common), head="conv", heads=2)
+    assert _falls(s), s["loss_curve"]
+    assert len(s["eval_heads"]) == 2 and all(0 <= h["eval_macro_recall"] <= 1 for h in s["eval_heads"])
+    ck = load_checkpoint(cls)
+    assert ck["config"]["cls_heads"] == 2
+    state = ck["state"]["classifier"]
+    w0, w1 = state["heads.0.mlp.1.weight"], state["heads.1.mlp.1.weight"]
+    assert not torch.equal(w0, w1)
+    # the encoder stayed frozen: the same weights as the asr stage's
+    for k, v in load_checkpoint(asr)["state"]["asr"].items():
+        assert torch.equal(v, ck["state"]["asr"][k])
+    m = model.load(cls, device="cpu")
+    speech, sentiment = m.predict(np.zeros((1, SR), np.float32) + 0.01, [SR])
+    assert np.allclose(sentiment.sum(1), 1, atol=1e-5) and 0 <= speech[0] <= 1

@@ -153,8 +153,12 @@ def _progress(enabled: bool):
 
 def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
                step_fn: Callable[[dict[str, Any]], dict[str, torch.Tensor]],
-               batches: Callable[[int], Iterator[dict[str, Any]]], device: torch.device) -> list[dict[str, float]]:
+               batches: Callable[[int], Iterator[dict[str, Any]]], device: torch.device,
+               clip_groups: list[list[nn.Parameter]] | None = None) -> list[dict[str, float]]:
     """Optimise ``trainable`` with ``step_fn(batch) -> {"loss": ..., other metrics}``.
+
+    Gradients are clipped to ``tc.grad_clip`` over all parameters together, or over each of
+    ``clip_groups`` on its own (parts that are trained side by side but are independent models).
 
     Returns the per-step metric history (including steps from before a resume).
     """
@@ -222,7 +226,10 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
                 raise FloatingPointError(f"{desc}: non-finite loss at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            gnorm = nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            if clip_groups is None:
+                gnorm = nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            else:
+                gnorm = torch.stack([nn.utils.clip_grad_norm_(g, tc.grad_clip) for g in clip_groups]).norm()
             opt.step()
             sched.step()
             if ema is not None:
