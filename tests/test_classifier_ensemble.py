@@ -96,3 +96,33 @@ def test_each_clip_group_trains_as_if_alone(tmp_path):
     together = _fit({"a": a, "b": b}, None)
     torch.testing.assert_close(grouped, alone)
     assert not torch.allclose(together, alone, atol=1e-4)
+
+
+def test_select_heads_keeps_the_named_heads(tmp_path):
+    """A three-head checkpoint cut to heads 2,0 predicts what those two heads average to; cut to one
+    head it is a plain single-head checkpoint; a bad selection is refused."""
+    from model.checkpoint import load_checkpoint
+    from voicetone.cli import main
+
+    m = VoiceToneModel.untrained(tiny_config(cls_heads=3, cls_context="conv"), device="cpu", seed=5)
+    m.save(tmp_path / "three.pt")
+    assert main(["train", "select-heads", str(tmp_path / "three.pt"), "--keep", "2,0",
+                 "--out", str(tmp_path / "two.pt")]) == 0
+    assert main(["train", "select-heads", str(tmp_path / "three.pt"), "--keep", "1",
+                 "--out", str(tmp_path / "one.pt")]) == 0
+    with pytest.raises(SystemExit, match="distinct heads"):
+        main(["train", "select-heads", str(tmp_path / "three.pt"), "--keep", "0,3", "--out", str(tmp_path / "x.pt")])
+    two = VoiceToneModel.from_checkpoint(load_checkpoint(tmp_path / "two.pt"), torch.device("cpu"))
+    one = VoiceToneModel.from_checkpoint(load_checkpoint(tmp_path / "one.pt"), torch.device("cpu"))
+    assert type(one.net.classifier) is SentimentClassifier and len(two.net.classifier.heads) == 2
+    x = (0.1 * np.random.default_rng(2).standard_normal((2, 24000))).astype(np.float32)
+    net = m.net.eval()
+    with torch.no_grad():
+        enc, mask = net.encode(torch.from_numpy(x), torch.tensor([24000, 9000]))
+        each = [h(enc, mask) for h in net.classifier.heads]
+    _, sent2 = two.predict(x, [24000, 9000])
+    speech1, sent1 = one.predict(x, [24000, 9000])
+    want2 = torch.stack([each[2][0].softmax(-1), each[0][0].softmax(-1)]).mean(0).numpy()
+    np.testing.assert_allclose(sent2, want2, atol=1e-5)
+    np.testing.assert_allclose(sent1, each[1][0].softmax(-1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(speech1, torch.sigmoid(each[1][1]).numpy(), atol=1e-5)

@@ -1,4 +1,4 @@
-"""``voicetone train pretrain|asr|classifier|recipe``: the three stages (and the shipped chain) from the
+"""``voicetone train pretrain|asr|classifier|recipe|select-heads``: the three stages (and the shipped chain) from the
 command line.
 
 Each stage reads the previous stage's checkpoint (``--init``) and writes its
@@ -143,4 +143,6 @@ def add_cli(subparsers) -> None:
     p.set_defaults(func=_run_classifier)
 
     from model.train.recipe import add_cli as add_recipe_cli
+    from model.train.select_heads import add_cli as add_select_heads_cli
     add_recipe_cli(subparsers)
+    add_select_heads_cli(subparsers)
