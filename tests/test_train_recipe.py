@@ -63,6 +63,7 @@ def test_the_recipe_is_the_shipped_checkpoints(tmp_path):
             tc = _train_config(parser.parse_args(list(argv)))
             assert metrics[stage]["run"] == {k: getattr(tc, k) for k in RUN_SETTINGS}, stage
     assert "run" in metrics["classifier"]
+    assert shipped["cls_heads"] == int(_flag(list(last["classifier"]), "--heads") or 1)
     assert metrics["asr"].get("train_frontend", False) == ("--train-frontend" in last["asr"])
     overrides = {}
     for step in steps:
