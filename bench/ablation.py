@@ -99,7 +99,8 @@ def run_acoustic(args) -> int:
     run_classifier(TrainConfig(manifest=args.manifest, out=str(out), init=str(no_asr), steps=args.steps,
                                batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=args.seed,
                                device="cpu", resume=not args.no_resume, progress=not args.quiet),
-                   name="voicetone-acoustic-only", speech_weight=args.speech_weight, head=args.head)
+                   name="voicetone-acoustic-only", speech_weight=args.speech_weight, head=args.head,
+                   heads=args.heads)
     train_s = time.time() - t0
     model = load(out, device="cpu")
     report = evaluate_model(model, read_manifest(args.test), batch_size=32, progress=not args.quiet)
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--speech-weight", type=float, default=1.0, help="as 'voicetone train classifier'")
     p.add_argument("--head", choices=["conv", "pool"], default="conv", help="as 'voicetone train classifier'")
+    p.add_argument("--heads", type=int, default=1, help="as 'voicetone train classifier' (the shipped hybrid has 4)")
     p.add_argument("--no-resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_acoustic)

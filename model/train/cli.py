@@ -138,8 +138,9 @@ def add_cli(subparsers) -> None:
                         "(reads words, not only a bag of frames); pool: pooling + MLP only (the first checkpoints)")
     p.add_argument("--heads", type=int, default=1,
                    help="train this many classifier heads side by side on the one encoder (each from its own "
-                        "random start, each on its own loss); the model averages their probabilities. Each "
-                        "extra head costs ~5%% more inference and ~15%% more training time")
+                        "random start, each on its own loss); the model averages their probabilities. Four heads "
+                        "(the shipped model) infer ~14%% slower than one and train in ~31 min where one took "
+                        "22-26 (docs/model-report.md)")
     p.set_defaults(func=_run_classifier)
 
     from model.train.recipe import add_cli as add_recipe_cli
