@@ -87,12 +87,8 @@ class ClassifierEnsemble(nn.Module):
             raise ValueError(f"an ensemble needs at least 2 heads, got {n_heads}")
         self.heads = nn.ModuleList(SentimentClassifier(cfg, in_dim) for _ in range(n_heads))
 
-    def each(self, x: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Every head's own (sentiment logits, speech logit): what training fits, one loss per head."""
-        return [head(x, mask) for head in self.heads]
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor):
-        outs = self.each(x, mask)
+        outs = [head(x, mask) for head in self.heads]
         log_k = math.log(len(outs))
         sent = torch.stack([F.log_softmax(s.float(), dim=-1) for s, _ in outs]).logsumexp(0) - log_k
         # log of the mean speech probability against the log of its complement: a logit whose sigmoid is the mean
@@ -106,3 +102,8 @@ def build_classifier(cfg: ModelConfig, in_dim: int | None = None) -> nn.Module:
     if cfg.cls_heads == 1:
         return SentimentClassifier(cfg, in_dim)
     return ClassifierEnsemble(cfg, cfg.cls_heads, in_dim)
+
+
+def classifier_heads(classifier: nn.Module) -> list[SentimentClassifier]:
+    """The heads a classifier is made of (itself when it is one): what training fits, one loss each."""
+    return list(classifier.heads) if isinstance(classifier, ClassifierEnsemble) else [classifier]

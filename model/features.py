@@ -48,8 +48,7 @@ def resample_fft_torch(audio: torch.Tensor, src_rate: int, dst_rate: int) -> tor
         return audio
     m = -(-n * dst_rate // src_rate)
     spec = torch.fft.rfft(audio, dim=-1)[:, :m // 2 + 1]   # cut at the new Nyquist; irfft zero-pads a shorter one
-    if m % 2 == 0 and spec.shape[1] == m // 2 + 1:
-        spec = spec.clone()
+    if m % 2 == 0 and spec.shape[1] == m // 2 + 1:   # (spec is a view of rfft's own fresh output)
         spec[:, -1] = spec[:, -1].real.to(spec.dtype)
     return torch.fft.irfft(spec, m, dim=-1) * (m / n)
 

@@ -222,8 +222,7 @@ def resample_fft_rows(block: np.ndarray, src_rate: int, dst_rate: int) -> np.nda
     n = a.shape[1]
     m = -(-n * dst_rate // src_rate)
     spec = scipy.fft.rfft(a, axis=-1)[:, :m // 2 + 1]   # cut at the new Nyquist; irfft zero-pads a shorter one
-    if m % 2 == 0 and spec.shape[1] == m // 2 + 1:
-        spec = spec.copy()
+    if m % 2 == 0 and spec.shape[1] == m // 2 + 1:   # (spec is a view of rfft's own fresh output)
         spec[:, -1] = spec[:, -1].real  # the Nyquist bin of a real signal is real
     y = scipy.fft.irfft(spec, m, axis=-1)
     y *= np.float32(m / n)

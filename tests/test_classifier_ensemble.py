@@ -61,9 +61,9 @@ def test_an_ensemble_checkpoint_loads_and_predicts_the_mean(tmp_path):
     np.testing.assert_allclose(speech, torch.stack([torch.sigmoid(v) for _, v in each]).mean(0).numpy(), atol=1e-5)
 
 
-def _fit(modules, clip_groups, steps=12):
+def _fit(tmp, modules, clip_groups, steps=12):
     """Train ``modules`` on one summed loss; module "a" gets gradients of wildly varying size."""
-    tc = TrainConfig(manifest="-", out=str(_fit.tmp / f"{len(modules)}-{clip_groups is None}.pt"), steps=steps,
+    tc = TrainConfig(manifest="-", out=str(tmp / f"{len(modules)}-{clip_groups is None}.pt"), steps=steps,
                      warmup=1, lr=1e-2, grad_clip=1.0, save_every=0, progress=False, resume=False)
     g = torch.Generator().manual_seed(1)
     xs = [torch.randn(4, 3, generator=g) for _ in range(steps)]
@@ -82,18 +82,16 @@ def _fit(modules, clip_groups, steps=12):
 def test_each_clip_group_trains_as_if_alone(tmp_path):
     """Heads trained side by side are clipped one by one: a head's weights end as they would alone;
     one clip over all parameters would let the other head's gradient size change its steps."""
-    _fit.tmp = tmp_path
-
     def fresh():
         torch.manual_seed(0)
         return nn.Linear(3, 2), nn.Linear(3, 2)
 
     a, b = fresh()
-    alone = _fit({"b": b}, None)
+    alone = _fit(tmp_path, {"b": b}, None)
     a, b = fresh()
-    grouped = _fit({"a": a, "b": b}, [list(a.parameters()), list(b.parameters())])
+    grouped = _fit(tmp_path, {"a": a, "b": b}, [list(a.parameters()), list(b.parameters())])
     a, b = fresh()
-    together = _fit({"a": a, "b": b}, None)
+    together = _fit(tmp_path, {"a": a, "b": b}, None)
     torch.testing.assert_close(grouped, alone)
     assert not torch.allclose(together, alone, atol=1e-4)
 

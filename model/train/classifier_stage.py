@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.classifier import ClassifierEnsemble
+from model.classifier import classifier_heads
 from model.config import ModelConfig
 from model.data.augment import WaveformAugmenter
 from model.data.dataset import WindowDataset, collate_windows
@@ -110,7 +110,7 @@ def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: floa
     weights = class_weights(labels).to(device)
     log.info("classifier: class weights %s", weights.tolist())
 
-    ensemble = isinstance(net.classifier, ClassifierEnsemble)
+    head_modules = classifier_heads(net.classifier)
 
     def step(batch):
         batch = to_device(batch, device)
@@ -119,7 +119,7 @@ def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: floa
         y = batch["sentiment"]
         has = y >= 0
         # every head is fitted on its own loss (their sum: each head's gradient is the one it would get alone)
-        outs = net.classifier.each(enc, mask) if ensemble else [net.classifier(enc, mask)]
+        outs = [h(enc, mask) for h in head_modules]
         ces, bces = [], []
         for logits, speech_logit in outs:
             bces.append(F.binary_cross_entropy_with_logits(speech_logit.float(), batch["speech"]))
@@ -136,7 +136,7 @@ def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: floa
 
     # each head is clipped on its own, as a lone head would be: one clip over all of them would
     # tie their step sizes together (a lone head's gradient norm passes the clip on ~6 % of steps)
-    clip_groups = [list(h.parameters()) for h in net.classifier.heads] if ensemble else None
+    clip_groups = [list(h.parameters()) for h in head_modules] if len(head_modules) > 1 else None
     history = train_loop(desc="classifier", tc=tc, trainable={"classifier": net.classifier}, step_fn=step,
                          batches=lambda s: batch_stream(dataset, shuffled_order(len(dataset), tc.seed), tc, s),
                          device=device, clip_groups=clip_groups)
@@ -144,7 +144,7 @@ def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: floa
     plain = WindowDataset(entries, cfg.sample_rate, tc.window_s, seed=tc.seed, random_crop=False)
     # with several heads, each head's own figures too: the spread that their average narrows
     evals, *each = accuracy_eval(net, plain, device, max_items=int(tc.extra.get("eval_items", 256)),
-                                 heads=list(net.classifier.heads) if ensemble else None)
+                                 heads=head_modules if len(head_modules) > 1 else None)
     if each:
         evals["eval_heads"] = [{k: v for k, v in e.items() if k != "eval_items"} for e in each]
     metrics = dict(prev_metrics)
