@@ -170,6 +170,7 @@ class Targets:
 WORKER_METRICS = ("voicetone_inference_seconds", "voicetone_batch_size", "voicetone_end_to_end_latency_seconds")
 WITHIN_1S = 'voicetone_end_to_end_latency_seconds_bucket{le="1.0"}'   # windows the worker published within 1 s
 MODEL_CPU = "voicetone_inference_cpu_seconds_total"   # CPU time of the model calls' threads
+GC_SECONDS = "voicetone_gc_seconds_total"   # the garbage collector's time, summed over its generations
 
 
 def per_minute(samples: list, start: tuple | None, lat_ms: np.ndarray, sent: np.ndarray) -> list[dict]:
@@ -213,6 +214,8 @@ def scrape(port: int) -> dict:
     for line in text.splitlines():
         if line.startswith((WITHIN_1S + " ", MODEL_CPU + " ")):
             out[line.split()[0]] = float(line.split()[-1])
+        elif line.startswith(GC_SECONDS + "{"):
+            out[GC_SECONDS] = out.get(GC_SECONDS, 0.0) + float(line.split()[-1])
         for name in WORKER_METRICS:
             for suffix in ("_sum", "_count"):
                 if line.startswith(name + suffix + " "):
@@ -476,10 +479,12 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     worker_cpu = (end_sample[1] - cpu_at_measure[1]) / measured * 100 if cpu_at_measure else float("nan")
     # the model calls' share of the worker's CPU over the measurement: 1 - share is what Kafka, decoding,
     # windowing and publishing cost, whatever else (broker, load generator) shares the machine
-    model_share = float("nan")
+    model_share = gc_share = float("nan")
+    worker_cpu_s = max(1e-9, end_sample[1] - cpu_at_measure[1]) if cpu_at_measure else float("nan")
     if cpu_at_measure and MODEL_CPU in metrics_end and MODEL_CPU in metrics_before:
-        worker_cpu_s = max(1e-9, end_sample[1] - cpu_at_measure[1])
         model_share = (metrics_end[MODEL_CPU] - metrics_before[MODEL_CPU]) / worker_cpu_s
+    if cpu_at_measure and GC_SECONDS in metrics_end and GC_SECONDS in metrics_before:
+        gc_share = (metrics_end[GC_SECONDS] - metrics_before[GC_SECONDS]) / worker_cpu_s
     broker_cpu = (end_sample[3] - cpu_at_measure[3]) / measured * 100 if cpu_at_measure else float("nan")
     rss = [s[2] for s in samples if cpu_at_measure and s[0] >= cpu_at_measure[0]] + [end_sample[2]]
     # memory over the run, after the warm-up: RSS at the start of the measurement, then the
@@ -496,6 +501,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         "expected_windows": round(expected), "completeness": completeness,
         "p50_ms": percentile(lat_ms, 50), "p99_ms": percentile(lat_ms, 99), "max_ms": percentile(lat_ms, 100),
         "growth_ms": growth, "worker_cpu_pct": worker_cpu, "worker_model_cpu_share": model_share,
+        "worker_gc_cpu_share": gc_share,
         "worker_rss_mb": max(rss) / 2**20,
         "worker_rss_growth_mb": (rss[-1] - rss[0]) / 2**20, "broker_cpu_pct": broker_cpu,
         "loadgen_cpu_pct": gen_cpu / total_s * 100, "loadgen_late_max_ms": late_max * 1000,
@@ -530,7 +536,8 @@ def show(r: dict) -> None:
                       f"{r['worker_mean_inference_ms']:.0f} ms, mean audio end -> publish "
                       f"{r['worker_mean_publish_latency_ms']:.0f} ms, published within 1 s "
                       f"{r.get('worker_published_within_1s', float('nan')):.1%}, model calls "
-                      f"{r.get('worker_model_cpu_share', float('nan')):.0%} of its CPU")
+                      f"{r.get('worker_model_cpu_share', float('nan')):.0%} of its CPU, garbage collector "
+                      f"{r.get('worker_gc_cpu_share', float('nan')):.1%}")
 
 
 def search(target: str, args, tag: str) -> tuple[int, list[dict]]:

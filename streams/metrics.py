@@ -8,6 +8,7 @@ against the names and paths defined here.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +17,7 @@ from typing import Callable, Iterable, Optional
 import orjson
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
                                generate_latest)
+from prometheus_client.core import CounterMetricFamily
 
 METRICS_PATH = "/metrics"
 HEALTHZ_PATH = "/healthz"
@@ -43,7 +45,42 @@ METRIC_NAMES = (
     "voicetone_consumer_lag",
     "voicetone_unconfirmed_sends",
     "voicetone_ready",
+    "voicetone_gc_seconds_total",
 )
+
+
+class GcTimer:
+    """Seconds Python's cyclic garbage collector ran, per generation, from ``gc.callbacks``.
+
+    A collection stops every thread that wants the GIL, the event loop included; a full one over a
+    worker's objects took ~150 ms before the worker froze its start-up objects (docs/benchmarks.md).
+    Process-wide like the collector itself: ``install`` adds the one callback once."""
+
+    _installed: "GcTimer | None" = None
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    @classmethod
+    def install(cls) -> "GcTimer":
+        if cls._installed is None:
+            cls._installed = cls()
+            gc.callbacks.append(cls._installed._on_gc)
+        return cls._installed
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+
+    def collect(self):
+        family = CounterMetricFamily("voicetone_gc_seconds", "Time Python's cyclic garbage collector ran "
+                                     "(every thread that needs the GIL waits meanwhile)", labels=["generation"])
+        for generation, seconds in enumerate(self.seconds):
+            family.add_metric([str(generation)], seconds)
+        yield family
 
 
 class Metrics:
@@ -54,6 +91,7 @@ class Metrics:
         r = self.registry
         if registry is None:   # process_cpu_seconds_total etc., beside which the model's CPU time is read
             ProcessCollector(registry=r)
+        r.register(GcTimer.install())
         self.frames = Counter("voicetone_frames_total", "Audio frames consumed", registry=r)
         self.windows = Counter("voicetone_windows_total", "Analysis windows cut from the audio", registry=r)
         self.windows_silent = Counter(

@@ -118,10 +118,12 @@ class AddResult:
 
 def latest_offset(current: Optional[int], offsets: list[Optional[int]]) -> Optional[int]:
     """The highest of ``current`` and the known ``offsets``."""
-    known = [o for o in offsets if o is not None]
-    if current is not None:
-        known.append(current)
-    return max(known) if known else None
+    if None in offsets:
+        offsets = [o for o in offsets if o is not None]
+    top = max(offsets) if offsets else None
+    if current is None or top is not None and top > current:
+        return top
+    return current
 
 
 def _reject(reason: str, detail: str) -> AddResult:

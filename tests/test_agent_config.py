@@ -9,7 +9,7 @@ import pytest
 
 from streams.agent import set_fetch_max_wait
 from voicetone.settings import Settings
-from voicetone.worker import apply_process_settings
+from voicetone.worker import apply_process_settings, tune_garbage_collector
 
 
 def test_fetch_wait_replaces_only_the_group_consumers_argument(monkeypatch):
@@ -193,3 +193,26 @@ def test_housekeeping_does_not_end_channels_of_a_partition_with_a_backlog(monkey
     assert w.processor.open_channels == 1 and sent and set(sent) == {b"c1"}
     w._expire_idle(100.0, {0: 0})
     assert w.processor.open_channels == 0
+
+
+@pytest.fixture
+def gc_restored():
+    import gc
+
+    threshold = gc.get_threshold()
+    yield gc
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+def test_the_worker_freezes_its_start_up_objects(monkeypatch, gc_restored):
+    gc = gc_restored
+    alive = [[i] for i in range(1000)]           # long-lived objects of a started worker
+    tune_garbage_collector(Settings())
+    assert gc.get_freeze_count() >= len(alive)   # out of the collector's sight
+    assert gc.get_threshold()[0] == Settings().gc_threshold
+    gc.unfreeze()
+    monkeypatch.setenv("VOICETONE_GC_FREEZE", "false")
+    monkeypatch.setenv("VOICETONE_GC_THRESHOLD", "700")
+    tune_garbage_collector(Settings())
+    assert gc.get_freeze_count() == 0 and gc.get_threshold()[0] == 700

@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from streams.metrics import METRIC_NAMES, HealthState, Metrics, start_http_server
+from streams.metrics import METRIC_NAMES, GcTimer, HealthState, Metrics, start_http_server
 
 
 class FakeClock:
@@ -107,3 +107,21 @@ def test_publish_latency_from_audio_end():
     assert metrics.observe_publish_latency(20_000, published_at_s=19.0) == 0.0  # skew clamps
     text = metrics.render().decode()
     assert "voicetone_end_to_end_latency_seconds_count 2.0" in text
+
+
+def test_gc_seconds_count_the_collector_running():
+    import gc
+
+    def gen2_seconds(text: str) -> float:
+        line = next(ln for ln in text.splitlines() if ln.startswith('voicetone_gc_seconds_total{generation="2"}'))
+        return float(line.split()[-1])
+
+    metrics = Metrics()
+    before = gen2_seconds(metrics.render().decode())
+    junk = [[i] for i in range(200_000)]   # something for a full collection to walk
+    gc.collect()
+    del junk
+    after = gen2_seconds(metrics.render().decode())
+    assert after > before
+    assert Metrics().render().decode().count('voicetone_gc_seconds_total{generation="2"}') == 1   # one per registry
+    assert gc.callbacks.count(GcTimer.install()._on_gc) == 1

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from streams.windowing import (
     AFTER_END, BAD_AUDIO, BAD_SEQ, CAPACITY, GAP_TOO_LARGE, OUT_OF_ORDER,
-    ChannelRegistry, ChannelWindower, WindowSpec,
+    ChannelRegistry, ChannelWindower, WindowSpec, latest_offset,
 )
 
 SPEC = WindowSpec()  # 16 kHz, 5 s every 2.5 s, last window >= 1 s
@@ -479,3 +479,11 @@ def test_registry_crash_resume_over_interleaved_channels():
         reg2.restore(cp)
         after = run(reg2, crash_after + 1 if low is None else low)
         assert key(before + after) == key(full), crash_after
+
+
+@pytest.mark.parametrize("current, offsets, expected", [
+    (None, [], None), (None, [None, None], None), (5, [], 5), (5, [None], 5), (None, [3, None, 7], 7),
+    (9, [3, 7], 9), (2, [3, None, 7], 7), (7, [7], 7), (0, [None], 0), (None, [0], 0),
+])
+def test_latest_offset_ignores_unknown_offsets(current, offsets, expected):
+    assert latest_offset(current, offsets) == expected

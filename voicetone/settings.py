@@ -72,6 +72,12 @@ class Settings(BaseSettings):
                                       "wait for the GIL beside the busy event loop. 0.5 helps an eager model beside a "
                                       "fully busy thread 8x (bench/gil_convoy.py) but made no difference end to end "
                                       "on 2 cores (docs/benchmarks.md)")
+    gc_freeze: bool = Field(True, description="Once started, move every object alive (the model, torch, Faust: "
+                            "~280,000) out of the cyclic garbage collector's sight (gc.freeze), so that its full "
+                            "collections, which stop the event loop, walk only what the calls create since")
+    gc_threshold: int = Field(10_000, ge=1, description="Allocations between the garbage collector's youngest "
+                              "collections (Python's default: 700); the worker allocates a few per frame, and "
+                              "each collection is a pause of the event loop")
     silence_dbfs: float = Field(-55.0, le=0, description="A window whose loudest 20 ms is below this level skips "
                                 "the model (speech 0, label no_speech); -inf: every window goes to the model")
 
