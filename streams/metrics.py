@@ -53,7 +53,7 @@ class GcTimer:
     """Seconds Python's cyclic garbage collector ran, per generation, from ``gc.callbacks``.
 
     A collection stops every thread that wants the GIL, the event loop included; a full one over a
-    worker's objects took ~150 ms before the worker froze its start-up objects (docs/benchmarks.md).
+    worker's objects took 110-150 ms before the worker froze its start-up objects (docs/benchmarks.md).
     Process-wide like the collector itself: ``install`` adds the one callback once."""
 
     _installed: "GcTimer | None" = None

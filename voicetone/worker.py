@@ -75,17 +75,19 @@ def log_allocator() -> str:
     return name
 
 
-def tune_garbage_collector(settings: Settings) -> None:
+def tune_garbage_collector(settings: Settings) -> int:
     """Call once the worker is built. Python's collector walks every tracked object in a full collection
     while all threads wait; in a started worker most of them (the model, torch, Faust) live as long as
-    the process, and a full collection took ~110 ms at 300 channels (docs/benchmarks.md). Frozen, they
-    are never walked again; a higher first threshold makes the youngest collections rarer."""
+    the process, and a full collection took 110-150 ms at 300-375 channels (docs/benchmarks.md). Frozen,
+    they are never walked again; a higher first threshold makes the youngest collections rarer. Returns
+    the number of objects frozen."""
     import gc
 
     if settings.gc_freeze:
         gc.collect()
         gc.freeze()
     gc.set_threshold(settings.gc_threshold, *gc.get_threshold()[1:])
+    return gc.get_freeze_count()
 
 
 def run_worker(settings: Settings) -> int:
@@ -118,7 +120,9 @@ def run_worker(settings: Settings) -> int:
             self._on_sigterm()
 
     fw = _Worker(worker.app, loglevel=settings.log_level, quiet=True, override_logging=False)
-    tune_garbage_collector(settings)
+    frozen = tune_garbage_collector(settings)
+    log.info("garbage collector: %d start-up objects frozen, youngest generation collected every %d allocations",
+             frozen, settings.gc_threshold)
     log.info("event loop %s.%s", type(fw.loop).__module__, type(fw.loop).__name__)
     try:
         fw.execute_from_commandline()
