@@ -125,3 +125,22 @@ def test_gc_seconds_count_the_collector_running():
     assert after > before
     assert Metrics().render().decode().count('voicetone_gc_seconds_total{generation="2"}') == 1   # one per registry
     assert gc.callbacks.count(GcTimer.install()._on_gc) == 1
+
+
+def test_the_e2e_benchmark_reads_what_the_worker_exports(served):
+    """bench/bench_e2e.py computes the model's and the collector's shares of the worker from these names."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_e2e
+
+    base, metrics, _, _ = served
+    metrics.inference_cpu_seconds.inc(2.5)
+    metrics.batch_size.observe(8)
+    gc_before = sum(GcTimer.install().seconds)
+    got = bench_e2e.scrape(int(base.rsplit(":", 1)[1]))
+    gc_after = sum(GcTimer.install().seconds)   # a collection may run meanwhile
+    assert got[bench_e2e.MODEL_CPU] == 2.5
+    assert got["voicetone_batch_size_count"] == 1
+    assert gc_before - 1e-9 <= got[bench_e2e.GC_SECONDS] <= gc_after + 1e-9   # the three generations summed
