@@ -82,3 +82,17 @@ def test_analyze_with_int8_precision_from_the_environment(tmp_path, capsys, monk
     assert main(["analyze", str(tmp_path / "q.wav"), "--json"]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert events and all(e["model_version"].endswith("+int8") for e in events if "model_version" in e)
+
+
+def test_training_noise_kinds_reach_the_train_config(capsys):
+    from model.data.augment import NOISE_KINDS
+    from model.train.cli import _train_config
+
+    parser = build_parser()
+    base = ["train", "classifier", "--manifest", "m.jsonl", "--out", "c.pt", "--init", "a.pt"]
+    assert _train_config(parser.parse_args(base)).noise_kinds == NOISE_KINDS
+    args = parser.parse_args(base + ["--noise-kinds", "babble, babble,white"])
+    assert _train_config(args).noise_kinds == ("babble", "babble", "white")   # babble drawn 2 times in 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--noise-kinds", "babble,rain"])
+    assert "unknown noise kind(s) rain" in capsys.readouterr().err

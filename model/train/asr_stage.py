@@ -237,7 +237,8 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
         log.info("asr: the front end is trained too (a deviation from the design's frozen front end)")
     else:
         freeze(net.frontend)
-    aug = WaveformAugmenter(seed=tc.seed, sample_rate=cfg.sample_rate) if tc.augment else None
+    aug = (WaveformAugmenter(seed=tc.seed, sample_rate=cfg.sample_rate, noise_kinds=tc.noise_kinds)
+           if tc.augment else None)
     dataset = WindowDataset(entries, cfg.sample_rate, tc.window_s, augment=aug, seed=tc.seed)
     labels = [entries[dataset.entry_index(i)].label_index for i in range(len(dataset))]
     def specaug(feats, lengths):  # global RNG: restored on resume

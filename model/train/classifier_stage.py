@@ -104,7 +104,8 @@ def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: floa
     freeze(net.frontend)
     freeze(net.asr)
     entries = read_manifest(tc.manifest)
-    aug = WaveformAugmenter(seed=tc.seed, sample_rate=cfg.sample_rate) if tc.augment else None
+    aug = (WaveformAugmenter(seed=tc.seed, sample_rate=cfg.sample_rate, noise_kinds=tc.noise_kinds)
+           if tc.augment else None)
     dataset = WindowDataset(entries, cfg.sample_rate, tc.window_s, augment=aug, seed=tc.seed)
     labels = [entries[dataset.entry_index(i)].label_index for i in range(len(dataset))]
     weights = class_weights(labels).to(device)

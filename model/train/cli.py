@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+from model.data.augment import NOISE_KINDS
 from model.config import ModelConfig, apply_overrides, tiny_config
 from model.train.common import TrainConfig
 
@@ -29,13 +30,22 @@ def _model_config(args) -> ModelConfig | None:
     return cfg
 
 
+def _noise_kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = sorted(set(kinds) - set(NOISE_KINDS))
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(f"unknown noise kind(s) {', '.join(unknown) or '(none given)'}; "
+                                         f"expected a comma list of {', '.join(NOISE_KINDS)}")
+    return kinds
+
+
 def _train_config(args) -> TrainConfig:
     return TrainConfig(manifest=args.manifest, out=args.out, init=getattr(args, "init", None), steps=args.steps,
                        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, save_every=args.save_every,
                        seed=args.seed, device=args.device, num_workers=args.workers, window_s=args.window_s,
                        augment=not args.no_augment, resume=not args.no_resume, bf16=args.bf16,
                        time_budget_s=None if args.max_minutes is None else 60.0 * args.max_minutes,
-                       ema=args.ema)
+                       ema=args.ema, noise_kinds=args.noise_kinds)
 
 
 def _common(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
@@ -58,6 +68,9 @@ def _common(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
                    "schedule still decays fully)")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="end with an exponential moving average of the trained weights (e.g. 0.999); 0: off")
+    p.add_argument("--noise-kinds", type=_noise_kinds, default=NOISE_KINDS, metavar="KIND,KIND,...",
+                   help=f"additive noises of the augmentation, drawn uniformly from this list; a kind named "
+                        f"twice is drawn twice as often (default: {','.join(NOISE_KINDS)})")
     p.add_argument("--name", default="voicetone", help="model name (the version is name + weights hash)")
 
 

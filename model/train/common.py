@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from model.data.augment import NOISE_KINDS
 from model.data.dataset import WindowDataset, collate_windows, wav_duration
 from model.data.manifest import ManifestEntry
 from model.inference import resolve_device
@@ -58,6 +59,8 @@ class TrainConfig:
     # exponential moving average of the trained weights (0: off): the run ends with the average, which
     # leans less on where the last few hundred noisy steps left the weights
     ema: float = 0.0
+    # the additive noises augmentation draws from, uniformly; a kind listed twice is drawn twice as often
+    noise_kinds: tuple[str, ...] = NOISE_KINDS
     extra: dict[str, Any] = field(default_factory=dict)
 
 
