@@ -69,8 +69,8 @@ def _common(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="end with an exponential moving average of the trained weights (e.g. 0.999); 0: off")
     p.add_argument("--noise-kinds", type=_noise_kinds, default=NOISE_KINDS, metavar="KIND,KIND,...",
-                   help=f"additive noises of the augmentation, drawn uniformly from this list; a kind named "
-                        f"twice is drawn twice as often (default: {','.join(NOISE_KINDS)})")
+                   help=f"additive noises of the asr and classifier stages' augmentation, drawn uniformly from "
+                        f"this list; a kind named twice is drawn twice as often (default: {','.join(NOISE_KINDS)})")
     p.add_argument("--name", default="voicetone", help="model name (the version is name + weights hash)")
 
 
