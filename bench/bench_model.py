@@ -8,6 +8,11 @@ JSON line. "live channels" = windows/s x 2.5 s hop: how many real-time
 channels one process could keep up with.
 
     python bench/bench_model.py [--checkpoint PATH] [--devices cpu,cuda] [--batch-sizes 1,8,32,128,256]
+                                [--rate 8000]
+
+``--rate``: windows at that rate, handed to ``predict`` as the worker hands them (8 kHz is read as it is,
+other rates are resampled first): the ceiling for channels at that rate. The end-to-end benchmark's
+channels are 8 kHz.
 """
 
 from __future__ import annotations
@@ -31,6 +36,16 @@ from model.config import ModelConfig, apply_overrides  # noqa: E402
 from model.inference import VoiceToneModel  # noqa: E402
 
 WINDOW_S = 5.0
+AUDIO_RATE: int | None = None   # --rate: the windows' rate (None: the model's)
+
+
+def predict(m: VoiceToneModel, x):
+    """`predict` on windows at AUDIO_RATE."""
+    return m.predict(x) if AUDIO_RATE is None else m.predict(x, sample_rate=AUDIO_RATE)
+
+
+def window_rate(m: VoiceToneModel) -> int:
+    return AUDIO_RATE or m.sample_rate
 
 
 def windows(n: int, sample_rate: int, seed: int = 0) -> np.ndarray:
@@ -62,7 +77,7 @@ def count_flops(m: VoiceToneModel, x: np.ndarray) -> int:
     jit, m.jit = m.jit, False
     try:
         with FlopCounterMode(display=False) as counter:
-            m.predict(x)
+            predict(m, x)
     finally:
         m.jit = jit
     return int(counter.get_total_flops())
@@ -76,18 +91,18 @@ def call_with_input(m: VoiceToneModel, x: np.ndarray, how: str):
     staging buffer, the default), through a plain copy from pageable memory ("pageable"), or with the
     windows already on the GPU ("device": the arithmetic alone, the ceiling that faster copies approach)."""
     if m.device.type == "cpu" or how == "pinned":
-        return lambda: m.predict(x)
+        return lambda: predict(m, x)
     if how == "pageable":
         def pageable():
             m.pinned_transfer = False
             try:
-                return m.predict(x)
+                return predict(m, x)
             finally:
                 m.pinned_transfer = True
         return pageable
     if how == "device":
         on_device = torch.as_tensor(x).to(m.device)
-        return lambda: m.predict(on_device)
+        return lambda: predict(m, on_device)
     raise ValueError(f"unknown input mode {how!r}; choose from {', '.join(INPUTS)}")
 
 
@@ -99,11 +114,11 @@ def bench_device(make, batch_sizes: list[int], precisions: list[str], min_time: 
     rows = []
     made: dict[int, np.ndarray] = {}   # one set of windows per batch size (4096 windows take seconds to draw)
     reference_model = make("fp32")
-    check = windows(8, reference_model.sample_rate, seed=2)
-    reference = reference_model.predict(check)
+    check = windows(8, window_rate(reference_model), seed=2)
+    reference = predict(reference_model, check)
     for precision in precisions:
         m = reference_model if precision == "fp32" else make(precision)
-        got = m.predict(check)
+        got = predict(m, check)
         # what reduced precision costs, on the same windows: sentiment and speech probabilities
         drift = float(np.abs(got[1] - reference[1]).max())
         drift_speech = float(np.abs(got[0] - reference[0]).max())
@@ -112,7 +127,7 @@ def bench_device(make, batch_sizes: list[int], precisions: list[str], min_time: 
             for how in (inputs if m.device.type == "cuda" else ("host",)):
                 for b in batch_sizes:
                     if b not in made:
-                        made[b] = windows(b, m.sample_rate)
+                        made[b] = windows(b, window_rate(m))
                     x = made[b]
                     sec = timed(call_with_input(m, x, how), m.device, min_time)
                     rows.append({"device": m.device.type, "precision": precision, "traced": jit, "input": how,
@@ -124,7 +139,7 @@ def bench_device(make, batch_sizes: list[int], precisions: list[str], min_time: 
 
 
 def transcribe_ratio(m: VoiceToneModel, batch: int, min_time: float) -> dict:
-    x = windows(batch, m.sample_rate, seed=1)
+    x = windows(batch, m.sample_rate, seed=1)   # transcribe takes the model's rate
     t_pred = timed(lambda: m.predict(x), m.device, min_time)
     t_dec = timed(lambda: m.transcribe(x), m.device, min_time, max_reps=3)
     chars = float(np.mean([len(text) for _, text in m.transcribe(x)]))
@@ -157,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--untrained-set", action="append", metavar="KEY=VALUE",
                    help="time an UNTRAINED network of the checkpoint's architecture with this ModelConfig field "
                         "changed (repeatable): what a wider or deeper encoder would cost before training one")
+    p.add_argument("--rate", type=int, default=None,
+                   help="the windows' sample rate (default: the model's); 8000 = the end-to-end benchmark's channels")
     args = p.parse_args(argv)
+    global AUDIO_RATE
+    AUDIO_RATE = args.rate
     if args.cpu_max_batch is not None:
         VoiceToneModel.cpu_max_batch = args.cpu_max_batch
     if args.threads:
@@ -173,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         load = _loader(args.checkpoint, args.untrained_set, dev)
         m = load("fp32")
         if flops is None:
-            flops = count_flops(m, windows(1, m.sample_rate))
+            flops = count_flops(m, windows(1, window_rate(m)))
         console.print(f"[bold]{dev}[/]: model {m.version}, {flops / 1e9:.3f} GFLOP per 5 s window")
         wanted = [p for p in precisions if not (p == "int8" and dev != "cpu")]  # int8: CPU only
         results += bench_device(load,
@@ -181,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                                 tuple(j == "on" for j in args.jit.split(",")))
         ratios[dev] = transcribe_ratio(m, args.ratio_batch, args.min_time)
     chunk = VoiceToneModel.cpu_max_batch
-    table = Table(title="voicetone predict throughput (5 s windows; on CPU "
+    table = Table(title=f"voicetone predict throughput (5 s windows at {AUDIO_RATE or m.sample_rate} Hz; on CPU "
                         + (f"forwards of at most {chunk} windows)" if chunk else "one forward per batch)"))
     for col in ("device", "precision", "traced", "input", "batch", "windows/s", "ms/call", "GFLOP/s", "live channels", "max |dp| vs fp32"):
         table.add_column(col, justify="right")
@@ -192,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     for dev, r in ratios.items():
         console.print(f"{dev}: transcribe/predict time ratio {r['ratio']:.1f}x at batch {r['batch']} "
                       f"({r['transcribe_ms']:.0f} ms vs {r['predict_ms']:.0f} ms, {r['mean_chars_decoded']:.0f} chars decoded)")
-    print(json.dumps({"model_version": m.version, "threads": torch.get_num_threads(),
+    print(json.dumps({"model_version": m.version, "threads": torch.get_num_threads(), "rate": window_rate(m),
                       "cpu_max_batch": VoiceToneModel.cpu_max_batch,
                       "gflop_per_window": flops / 1e9, "results": results, "transcribe_vs_predict": ratios}))
     return 0

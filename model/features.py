@@ -95,28 +95,71 @@ class LogMel(nn.Module):
         self.register_buffer("window", torch.hann_window(self.win_length, periodic=True), persistent=False)
         fb = mel_filterbank(sample_rate, n_fft, n_mels)
         self.register_buffer("fbank", torch.from_numpy(fb).float(), persistent=False)
+        self._windows: dict[tuple[int, str], torch.Tensor] = {}   # Hann windows of native rates, per device
 
-    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+    def rate_plan(self, rate: int) -> tuple[int, int, int] | None:
+        """(n_fft, window, hop) in samples at ``rate`` on the same frequency grid and frame times as at the
+        model's rate, or None where they would not be whole samples. A lower rate (8 kHz telephone audio
+        for a 16 kHz model) is then read as it comes: its STFT bins are the model-rate bins below its
+        Nyquist frequency, so resampling it first only adds empty bins (and costs an FFT per window)."""
+        if rate == self.sample_rate:
+            return self.n_fft, self.win_length, self.hop_length
+        if isinstance(rate, bool) or int(rate) != rate or not 0 < rate < self.sample_rate:
+            return None
+        rate = int(rate)
+        scaled = [v * rate for v in (self.n_fft, self.win_length, self.hop_length)]
+        if any(v % self.sample_rate for v in scaled):
+            return None
+        n_fft, win, hop = (v // self.sample_rate for v in scaled)
+        return (n_fft, win, hop) if n_fft % 2 == 0 and hop > 0 else None
+
+    def frame_lengths(self, lengths: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """Frames fully inside each window; at least 1 so empty windows still flow through."""
-        n = torch.div(lengths - self.n_fft, self.hop_length, rounding_mode="floor") + 1
+        n_fft, _, hop = self._plan(sample_rate)
+        n = torch.div(lengths - n_fft, hop, rounding_mode="floor") + 1
         return n.clamp(min=1)
 
-    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None):
+    def _plan(self, sample_rate: int | None) -> tuple[int, int, int]:
+        plan = self.rate_plan(self.sample_rate if sample_rate is None else sample_rate)
+        if plan is None:
+            raise ValueError(f"log-mel features at {sample_rate} Hz: resample to {self.sample_rate} Hz first "
+                             f"(rates read as they come: lower ones whose frames are whole samples)")
+        return plan
+
+    def _power(self, audio: torch.Tensor, sample_rate: int | None) -> torch.Tensor:
+        """[B, bins, frames] power spectrum: the model rate's bins up to the audio's Nyquist frequency."""
+        n_fft, win, hop = self._plan(sample_rate)
+        if n_fft == self.n_fft:
+            spec = torch.stft(audio, self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
+                              window=self.window, center=False, return_complex=True)
+            return spec.real.pow(2) + spec.imag.pow(2)
+        key = (sample_rate, str(audio.device))
+        window = self._windows.get(key)
+        if window is None:
+            with torch.inference_mode(False):   # a plain tensor, usable with autograd later too
+                window = self._windows[key] = torch.hann_window(win, periodic=True, device=audio.device)
+        spec = torch.stft(audio, n_fft, hop_length=hop, win_length=win, window=window, center=False,
+                          return_complex=True)
+        # the model-rate frame holds (model rate / rate) times the samples of the same stretch of sound
+        scale = (self.sample_rate / sample_rate) ** 2
+        return (spec.real.pow(2) + spec.imag.pow(2)) * scale
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, sample_rate: int | None = None):
+        """``sample_rate``: the audio's, where it is not the model's (see `rate_plan`)."""
         audio = audio.float()
         b, t = audio.shape
+        n_fft = self._plan(sample_rate)[0]
         if lengths is None:
             lengths = torch.full((b,), t, dtype=torch.long, device=audio.device)
         lengths = lengths.to(audio.device).long()
         audio = audio * length_mask(lengths, t).to(audio.dtype)
-        if t < self.n_fft:
-            audio = nn.functional.pad(audio, (0, self.n_fft - t))
-        spec = torch.stft(audio, self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
-                          window=self.window, center=False, return_complex=True)
-        power = spec.real.pow(2) + spec.imag.pow(2)  # [B, freq, frames]
-        mel = torch.matmul(power.transpose(1, 2), self.fbank)
+        if t < n_fft:
+            audio = nn.functional.pad(audio, (0, n_fft - t))
+        power = self._power(audio, sample_rate)  # [B, freq, frames]
+        mel = torch.matmul(power.transpose(1, 2), self.fbank[: power.shape[1]])   # no energy above them
         logmel = torch.log(mel + self.eps)
         # not .clamp(max=shape): traced, a shape is a host tensor, which clamp refuses beside CUDA tensors
-        flen = self.frame_lengths(lengths)
+        flen = self.frame_lengths(lengths, sample_rate)
         flen = torch.minimum(flen, flen.new_full((), logmel.shape[1]))
         mask = length_mask(flen, logmel.shape[1])
         if self.normalize:

@@ -66,9 +66,13 @@ class SSLFrontEnd(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = TransformerStack(cfg.frontend_layers, cfg.d_model, cfg.heads, cfg.ffn_mult, cfg.dropout)
 
-    def featurize(self, audio: torch.Tensor, lengths: torch.Tensor | None = None):
+    def reads_rate(self, rate: int) -> bool:
+        """Whether audio at ``rate`` can be featurized as it is (`LogMel.rate_plan`)."""
+        return self.features.rate_plan(rate) is not None
+
+    def featurize(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, sample_rate: int | None = None):
         """Normalised log-mel [B, frames, n_mels] and frame lengths."""
-        return self.features(audio, lengths)
+        return self.features(audio, lengths, sample_rate)
 
     def encode(self, feats: torch.Tensor, frame_lengths: torch.Tensor, augment=None,
                span_mask: torch.Tensor | None = None):
@@ -84,8 +88,9 @@ class SSLFrontEnd(nn.Module):
         mask = length_mask(lengths, x.shape[1])
         return self.encoder(self.drop(x), mask), mask
 
-    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, augment=None):
-        feats, flen = self.featurize(audio, lengths)
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, augment=None,
+                sample_rate: int | None = None):
+        feats, flen = self.featurize(audio, lengths, sample_rate)
         return self.encode(feats, flen, augment=augment)
 
 

@@ -50,9 +50,16 @@ class HFFrontEnd(nn.Module):
     def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return self.model._get_feat_extract_output_lengths(lengths).long().clamp(min=1)
 
-    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, augment=None):
+    def reads_rate(self, rate: int) -> bool:
+        """A transformers front end reads its own rate only (16 kHz)."""
+        return rate == 16000
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, augment=None,
+                sample_rate: int | None = None):
         """Waveforms are normalised per utterance over their valid samples (as the
         wav2vec2 feature extractor does); ``augment`` acts on the output states here."""
+        if sample_rate is not None and not self.reads_rate(sample_rate):
+            raise ValueError(f"a transformers front end reads 16000 Hz audio, not {sample_rate} Hz: resample first")
         b, t = audio.shape
         if lengths is None:
             lengths = torch.full((b,), t, dtype=torch.long, device=audio.device)

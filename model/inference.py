@@ -64,7 +64,8 @@ class VoiceToneModel:
         # is staged by the driver at a fraction of the bus speed; bench/bench_model.py --inputs)
         self.pinned_transfer = device.type == "cuda"
         # CUDA: windows come at their own rate and are resampled on the device (`predict`'s sample_rate),
-        # which takes the FFTs off the worker's event loop; on CPU the loop's scipy FFT is the cheaper one
+        # which takes the FFTs off the worker's event loop; on CPU the loop's scipy FFT is the cheaper one.
+        # Rates the front end reads as they come (`reads_rate`: 8 kHz) are never resampled, on any device.
         self.resample_on_device = device.type == "cuda"
         self._staging: torch.Tensor | None = None
         self._staging_free: Any = None   # CUDA event: the last copy out of the buffer has finished
@@ -170,22 +171,33 @@ class VoiceToneModel:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
+    def reads_rate(self, rate: int) -> bool:
+        """Whether `predict` takes windows at ``rate`` as they are, with no resampling anywhere: the
+        model's rate, and lower rates its log-mel front end reads on the same frequency grid (8 kHz for
+        16 kHz). Held-out answers at 8 kHz match the resampled path's within noise: docs/benchmarks.md."""
+        return rate == self.sample_rate or bool(self.net.frontend.reads_rate(rate))
+
     def predict(self, batch, lengths: Sequence[int] | None = None,
                 sample_rate: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Windows [B, samples] at the model's rate (16 kHz), or at ``sample_rate`` (resampled here, on
-        the model's device) -> (speech probability [B], sentiment [B, 3] pos/neu/neg)."""
+        """Windows [B, samples] at the model's rate (16 kHz), or at ``sample_rate`` (read as it is where
+        `reads_rate`, else resampled here, on the model's device) -> (speech probability [B], sentiment
+        [B, 3] pos/neu/neg)."""
         audio, lens = self._inputs(batch, lengths)
+        rate = None
         if sample_rate is not None and sample_rate != self.sample_rate:
-            audio = resample_fft_torch(audio, sample_rate, self.sample_rate)
-            lens = torch.div(lens * self.sample_rate + sample_rate - 1, sample_rate, rounding_mode="floor")
-            lens = lens.clamp(max=audio.shape[1])
+            if self.reads_rate(sample_rate):
+                rate = int(sample_rate)
+            else:
+                audio = resample_fft_torch(audio, sample_rate, self.sample_rate)
+                lens = torch.div(lens * self.sample_rate + sample_rate - 1, sample_rate, rounding_mode="floor")
+                lens = lens.clamp(max=audio.shape[1])
         if audio.shape[0] == 0:
             return np.zeros(0, np.float32), np.zeros((0, 3), np.float32)
         step = self.cpu_max_batch if self.device.type == "cpu" and self.cpu_max_batch else audio.shape[0]
         speech, sentiment = [], []
         with torch.inference_mode(), self._autocast():
             for i in range(0, audio.shape[0], step):
-                sp, se = self._forward(audio[i:i + step], lens[i:i + step])
+                sp, se = self._forward(audio[i:i + step], lens[i:i + step], rate)
                 speech.append(sp.float().cpu().numpy())
                 sentiment.append(se.float().cpu().numpy())
         return np.concatenate(speech), np.concatenate(sentiment)
@@ -197,25 +209,27 @@ class VoiceToneModel:
     # ~1 s beside a busy Python thread (bench/gil_convoy.py). A traced network runs the whole
     # forward in C++ with the GIL released once (49 ms there), and is a little faster alone.
     # The network is padding-invariant, so windows are padded to whole seconds (one trace per
-    # padded length, any batch size), and each trace is checked against the eager network on
+    # rate and padded length, any batch size), and each trace is checked against the eager network on
     # its first batch, and on that batch with other lengths: a network whose trace would bake
     # in values (not only shapes) falls back to eager, with a warning.
 
-    def _forward(self, audio: torch.Tensor, lens: torch.Tensor):
+    def _forward(self, audio: torch.Tensor, lens: torch.Tensor, rate: int | None = None):
+        net = self.net if rate is None else _AtRate(self.net, rate)
         if not self.jit:
-            return self.net(audio, lens)
-        step = self.sample_rate
+            return net(audio, lens)
+        step = rate or self.sample_rate
         t = audio.shape[1]
         padded = max(step, -(-t // step) * step)
         if padded != t:
             audio = torch.nn.functional.pad(audio, (0, padded - t))
-        traced = self._traced.get(padded)
+        key = (step, padded)
+        traced = self._traced.get(key)
         if traced is None:
             with self._trace_lock:
-                traced = self._traced.get(padded) or self._trace(audio, lens)
+                traced = self._traced.get(key) or self._trace(net, audio, lens)
             if traced is None:
-                return self.net(audio, lens)
-            self._traced[padded] = traced
+                return net(audio, lens)
+            self._traced[key] = traced
         return self._run_traced(traced, audio, lens)
 
     @staticmethod
@@ -227,15 +241,15 @@ class VoiceToneModel:
         with torch.jit.optimized_execution(False):
             return traced(audio, lens)
 
-    def _trace(self, audio: torch.Tensor, lens: torch.Tensor):
+    def _trace(self, net: torch.nn.Module, audio: torch.Tensor, lens: torch.Tensor):
         """The checked trace, or None (and eager from now on): tracing is a speed-up, never a failure."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")   # torch.jit.trace's deprecation and tracer notes
-                traced = torch.jit.trace(self.net, (audio, lens), check_trace=False)
+                traced = torch.jit.trace(net, (audio, lens), check_trace=False)
             diff = 0.0   # predict never traces an empty batch
             for ls in (lens, (lens // 2).clamp(min=1)):
-                want, got = self.net(audio, ls), self._run_traced(traced, audio, ls)
+                want, got = net(audio, ls), self._run_traced(traced, audio, ls)
                 diff = max(diff, *(float((w - g).abs().max()) for w, g in zip(want, got)))
             problem = None if diff <= 1e-4 else f"the trace differs from the eager network by {diff:.2g}"
         except Exception as exc:   # e.g. an operator the tracer cannot record, or a dispatch mode active
@@ -266,6 +280,18 @@ class VoiceToneModel:
 
     def weights_hash(self) -> str:
         return weights_hash({p: getattr(self.net, p).state_dict() for p in ("frontend", "asr", "classifier")})
+
+
+class _AtRate(torch.nn.Module):
+    """The network on audio at one rate its front end reads as it is: a module of (audio, lengths), as
+    tracing needs, sharing the network's weights."""
+
+    def __init__(self, net: VoiceToneNet, rate: int):
+        super().__init__()
+        self.net, self.rate = net, rate
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor):
+        return self.net(audio, lengths, sample_rate=self.rate)
 
 
 def load(path: str | Path | None = None, device: str | torch.device = "auto",

@@ -41,12 +41,13 @@ class VoiceToneNet(nn.Module):
         self.asr = ASRModel(cfg, self.frontend.out_dim, vocab_size)
         self.classifier = build_classifier(cfg)
 
-    def encode(self, audio: torch.Tensor, lengths: torch.Tensor, augment=None):
-        h, mask = self.frontend(audio, lengths, augment=augment)
+    def encode(self, audio: torch.Tensor, lengths: torch.Tensor, augment=None, sample_rate: int | None = None):
+        """``sample_rate``: the audio's, where it is not the model's and the front end reads it as it is."""
+        h, mask = self.frontend(audio, lengths, augment=augment, sample_rate=sample_rate)
         return self.asr.encode(h, mask), mask
 
-    def forward(self, audio: torch.Tensor, lengths: torch.Tensor):
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor, sample_rate: int | None = None):
         """-> (speech probability [B], sentiment probabilities [B, 3]) in float32."""
-        enc, mask = self.encode(audio, lengths)
+        enc, mask = self.encode(audio, lengths, sample_rate=sample_rate)
         sent, speech = self.classifier(enc, mask)
         return torch.sigmoid(speech.float()), torch.softmax(sent.float(), dim=-1)

@@ -46,7 +46,7 @@ from streams.batch_consumer import batching_consumer
 from streams.batching import Batcher
 from streams.heap import release_free_memory
 from streams.metrics import HealthState, Metrics
-from streams.pipeline import Output, ProcessorConfig, StreamProcessor, model_batch, predict_batch
+from streams.pipeline import Output, ProcessorConfig, StreamProcessor, model_batch_for, predict_batch
 from streams.silence import SilenceGate
 from voicetone.settings import Settings
 
@@ -587,15 +587,14 @@ class Worker:
 
     # ------------------------------------------------------------ inference
     async def _run_batch(self, batch) -> tuple[np.ndarray, np.ndarray, list]:
-        """Run one batch; on failure split it, and skip single windows that fail. The gate and the
-        resampling run here on the loop, only `predict` in a model thread (`streams.pipeline.ModelBatch`); a
-        model on a GPU resamples on its device."""
+        """Run one batch; on failure split it, and skip single windows that fail. The gate and any
+        resampling run here on the loop, only `predict` in a model thread (`streams.pipeline.ModelBatch`);
+        8 kHz windows go to the model as they are, and a model on a GPU resamples other rates itself."""
         loop = asyncio.get_running_loop()
         rates = [self.processor.rate_of(w) for w in batch]
         started = time.perf_counter()
         try:
-            cut = model_batch(self.gate, batch, rates, self.model.sample_rate,
-                              getattr(self.model, "resample_on_device", False))
+            cut = model_batch_for(self.model, self.gate, batch, rates)
             answers, cpu_s = await loop.run_in_executor(self.executor, _predict_timed, self.model, cut)
             self.metrics.inference_cpu_seconds.inc(cpu_s)
             speech, sentiment, skipped = cut.merge(answers)

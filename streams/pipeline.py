@@ -5,10 +5,11 @@
 `voicetone analyze` feeds it WAV files cut into frames. Both therefore produce
 the very same windows, segments, aggregates and call summaries.
 
-Windows are cut at each channel's own sample rate and resampled to the model's
-rate one window at a time (`prepare_batch`), so a window's samples depend only
-on the frames it covers: a worker that restarts mid-call and re-reads the
-input re-creates them bit for bit, whatever the input rate.
+Windows are cut at each channel's own sample rate and either read by the model
+at that rate (8 kHz for the 16 kHz model: `model_parts`) or resampled to the
+model's rate one window at a time (`prepare_batch`), so a window's samples
+depend only on the frames it covers: a worker that restarts mid-call and
+re-reads the input re-creates them bit for bit, whatever the input rate.
 """
 
 from __future__ import annotations
@@ -118,79 +119,134 @@ def prepare_batch(windows: list[Window], rates: list[int], model_rate: int) -> t
 
     Windows of the same rate and length (all full windows of a rate) are
     resampled together in one FFT call."""
-    audio, lengths, _ = _stack_for_model(windows, rates, model_rate)
-    return audio, lengths
+    converted = _resampled(windows, rates, model_rate)
+    if len(converted) == 1:   # the usual batch (full windows of one rate): already one block
+        (idx, block), = converted.values()
+        return block, np.full(len(windows), block.shape[1], dtype=np.int64)
+    rows: list = [None] * len(windows)
+    for idx, block in converted.values():
+        for i, row in zip(idx, block):
+            rows[i] = row
+    return stack_windows(rows)
 
 
-def _stack_for_model(windows: list[Window], rates: list[int], model_rate: int,
-                     leave_one_rate: bool = False) -> tuple[np.ndarray, np.ndarray, Optional[int]]:
-    """`prepare_batch`, and the rate the audio is still at (None: the model's). With ``leave_one_rate`` a
-    batch of one rate and length is stacked but not resampled (a GPU model resamples it on its device)."""
-    groups = shape_groups(windows, rates)
-    if len(groups) == 1:
-        # the usual batch (full windows of one rate): one block, so a fixed number of numpy calls
-        block = np.stack([w.samples for w in windows]).astype(np.float32, copy=False)
-        rate: Optional[int] = None if rates[0] == model_rate else rates[0]
-        if rate is not None and not leave_one_rate:
-            block, rate = resample_fft_rows(block, rate, model_rate), None
-        return block, np.full(len(windows), block.shape[1], dtype=np.int64), rate
-    converted: list = [w.samples if r == model_rate else None for w, r in zip(windows, rates)]
-    for (src, _), idx in groups.items():
-        if src == model_rate:
-            continue
-        rows = resample_fft_rows(np.stack([windows[i].samples for i in idx]), src, model_rate)
-        for i, row in zip(idx, rows):
-            converted[i] = row
-    return (*stack_windows(converted), None)
+def _resampled(windows: list[Window], rates: list[int],
+               model_rate: int) -> dict[tuple[int, int], tuple[list[int], np.ndarray]]:
+    """The windows at the model's rate, as one [B, n] block per (rate, length) with the windows' indices:
+    one FFT call each (a row is resampled bit for bit as if alone, so a window's samples do not depend on
+    its batch)."""
+    out = {}
+    for key, idx in shape_groups(windows, rates).items():
+        block = np.stack([windows[i].samples for i in idx]).astype(np.float32, copy=False)
+        out[key] = (idx, block if key[0] == model_rate else resample_fft_rows(block, key[0], model_rate))
+    return out
+
+
+@dataclass
+class ModelPart:
+    """Windows of one rate stacked for one `predict` call: ``rows`` are their places in the batch."""
+
+    rows: np.ndarray
+    audio: np.ndarray
+    lengths: np.ndarray
+    rate: Optional[int] = None   # the audio's rate where the model takes it as it is (None: the model's)
 
 
 @dataclass
 class ModelBatch:
-    """A batch cut for the model: the audible windows' audio, stacked at the model's rate, and where their
-    answers go. Built on the worker's event loop, which holds the GIL anyway: the model thread, which does
+    """A batch cut for the model: the audible windows' audio, stacked by rate, and where their answers go.
+    Built on the worker's event loop, which holds the GIL anyway: the model thread, which does
     not, waits for it after every numpy call beside a busy loop (up to the switch interval each time):
     gating and resampling 25 windows there took 246 ms instead of 9 (559 window by window;
     `bench/gil_convoy.py --batch 25`), while the traced `predict` itself slows only 1.3x."""
 
     size: int
     keep: np.ndarray
-    audio: Optional[np.ndarray] = None
-    lengths: Optional[np.ndarray] = None
-    rate: Optional[int] = None   # the audio's rate when the model resamples it on its device (a GPU)
+    parts: list = field(default_factory=list)   # [ModelPart]: usually one (every channel at one rate)
 
     def merge(self, answers) -> tuple[np.ndarray, np.ndarray, int]:
         """(speech, sentiment, windows skipped) for the whole batch from `predict_batch`'s answers."""
         return SilenceGate.merge(self.size, self.keep, *(answers or (None, None)))
 
 
+def _one_block(windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of one length as one [B, n] block (one numpy call: the usual batch, full windows)."""
+    audio = np.stack([w.samples for w in windows]).astype(np.float32, copy=False)
+    return audio, np.full(len(windows), audio.shape[1], dtype=np.int64)
+
+
+def model_parts(windows: list[Window], rates: list[int], model_rate: int,
+                reads_rate: Optional[Callable[[int], bool]] = None,
+                resample_on_device: bool = False) -> list[ModelPart]:
+    """The windows stacked for the model, one part per rate it is handed at. A rate the model reads as it
+    is (``reads_rate``: 8 kHz for a 16 kHz log-mel model) is never resampled, whatever the batch; with
+    ``resample_on_device`` (a GPU model) a rate whose windows all have one length is left for the model to
+    resample; the rest are resampled here and join the model-rate part."""
+    by_rate: dict[int, list[int]] = {}
+    for i, r in enumerate(rates):
+        by_rate.setdefault(r, []).append(i)
+    parts: list[ModelPart] = []
+    to_model_rate: list[int] = []
+    for rate, idx in by_rate.items():
+        one_length = len({windows[i].samples.size for i in idx}) == 1
+        if rate != model_rate and reads_rate is not None and reads_rate(rate):
+            audio, lengths = _one_block([windows[i] for i in idx]) if one_length else stack_windows(
+                [windows[i] for i in idx])
+            parts.append(ModelPart(np.array(idx), audio, lengths, rate))
+        elif rate != model_rate and resample_on_device and one_length:
+            parts.append(ModelPart(np.array(idx), *_one_block([windows[i] for i in idx]), rate))
+        else:
+            to_model_rate.extend(idx)
+    if to_model_rate:
+        to_model_rate.sort()
+        audio, lengths = prepare_batch([windows[i] for i in to_model_rate], [rates[i] for i in to_model_rate],
+                                       model_rate)
+        parts.append(ModelPart(np.array(to_model_rate), audio, lengths))
+    return parts
+
+
 def model_batch(gate: SilenceGate, windows: list[Window], rates: list[int], model_rate: int,
-                resample_on_device: bool = False) -> ModelBatch:
-    """The audible windows stacked for the model; with ``resample_on_device`` (a GPU model) a batch of one
-    rate and length is left at its rate for the model to resample (mixed batches are resampled here)."""
+                reads_rate: Optional[Callable[[int], bool]] = None, resample_on_device: bool = False) -> ModelBatch:
+    """The audible windows cut into `model_parts`."""
     size = len(windows)
     keep = gate.audible(windows, rates)
     if not keep.size:
         return ModelBatch(size, keep)
     if keep.size < size:
         windows, rates = [windows[i] for i in keep], [rates[i] for i in keep]
-    return ModelBatch(size, keep, *_stack_for_model(windows, rates, model_rate, leave_one_rate=resample_on_device))
+    return ModelBatch(size, keep, model_parts(windows, rates, model_rate, reads_rate, resample_on_device))
+
+
+def model_batch_for(model, gate: SilenceGate, windows: list[Window], rates: list[int]) -> ModelBatch:
+    """`model_batch` with what ``model`` takes as it is (a model without `reads_rate` takes its own rate)."""
+    return model_batch(gate, windows, rates, model.sample_rate, getattr(model, "reads_rate", None),
+                       getattr(model, "resample_on_device", False))
 
 
 def predict_batch(model, batch: ModelBatch):
     """The model's answers for the audible windows (None when there are none): the only step that needs the
     model thread."""
-    if batch.audio is None:
+    if not batch.parts:
         return None
-    if batch.rate is None:
-        return model.predict(batch.audio, batch.lengths)
-    return model.predict(batch.audio, batch.lengths, sample_rate=batch.rate)
+    if len(batch.parts) == 1 and batch.parts[0].rate is None:
+        part = batch.parts[0]
+        return model.predict(part.audio, part.lengths)
+    n = sum(len(p.rows) for p in batch.parts)
+    speech, sentiment = np.zeros(n, dtype=np.float32), np.zeros((n, len(LABELS)), dtype=np.float32)
+    for part in batch.parts:
+        if part.rate is None:
+            sp, se = model.predict(part.audio, part.lengths)
+        else:
+            sp, se = model.predict(part.audio, part.lengths, sample_rate=part.rate)
+        speech[part.rows], sentiment[part.rows] = np.asarray(sp).reshape(-1), np.asarray(se).reshape(len(part.rows), -1)
+    return speech, sentiment
 
 
 def run_model(model, gate: SilenceGate, windows: list[Window], rates: list[int]) -> tuple[np.ndarray, np.ndarray, int]:
     """(speech, sentiment, windows skipped as silent): the worker's and the offline runner's one model path
-    (the worker runs its steps on two threads: `model_batch` and `merge` on its loop, `predict_batch` in a
-    model thread)."""
-    batch = model_batch(gate, windows, rates, model.sample_rate, getattr(model, "resample_on_device", False))
+    (the worker runs its steps on two threads: `model_batch_for` and `merge` on its loop, `predict_batch`
+    in a model thread)."""
+    batch = model_batch_for(model, gate, windows, rates)
     return batch.merge(predict_batch(model, batch))
 
 

@@ -33,9 +33,9 @@ def test_no_forward_exceeds_the_cpu_bound(monkeypatch):
     sizes = []
     forward = m._forward
 
-    def spy(audio, lens):
+    def spy(audio, lens, rate=None):
         sizes.append(audio.shape[0])
-        return forward(audio, lens)
+        return forward(audio, lens, rate)
 
     monkeypatch.setattr(m, "_forward", spy)
     m.cpu_max_batch = 16

@@ -45,13 +45,23 @@ def test_trace_holds_on_cuda():
 
 
 def test_resampling_on_the_device_matches_the_loops():
-    """A CUDA model resamples 8 kHz windows itself (the worker's loop hands them over at their rate)."""
+    """A CUDA model resamples 11.025 kHz windows itself (the worker's loop hands them over at their rate)."""
     from schemas.resample import resample_fft_rows
 
     m = VoiceToneModel.untrained(device="cuda")
-    assert m.resample_on_device
-    x = (0.1 * np.random.default_rng(2).standard_normal((5, 8000 * 5))).astype(np.float32)
-    on_device = m.predict(x, sample_rate=8000)
-    on_host = m.predict(resample_fft_rows(x, 8000, 16000))
+    assert m.resample_on_device and not m.reads_rate(11025)
+    x = (0.1 * np.random.default_rng(2).standard_normal((5, 11025 * 5))).astype(np.float32)
+    on_device = m.predict(x, sample_rate=11025)
+    on_host = m.predict(resample_fft_rows(x, 11025, 16000))
     np.testing.assert_allclose(on_device[0], on_host[0], atol=1e-4)
     np.testing.assert_allclose(on_device[1], on_host[1], atol=1e-4)
+
+
+def test_8_khz_is_read_as_it_is_on_cuda_as_on_cpu():
+    """8 kHz windows skip resampling on every device, and the GPU gives the CPU's answers."""
+    x = (0.1 * np.random.default_rng(3).standard_normal((4, 8000 * 5))).astype(np.float32)
+    lens = [40000, 40000, 20000, 8000]
+    gpu = VoiceToneModel.untrained(device="cuda").predict(x, lens, sample_rate=8000)
+    cpu = VoiceToneModel.untrained(device="cpu").predict(x, lens, sample_rate=8000)
+    np.testing.assert_allclose(gpu[0], cpu[0], atol=1e-4)
+    np.testing.assert_allclose(gpu[1], cpu[1], atol=1e-4)

@@ -2,7 +2,7 @@
 contract's segment/aggregate events (same shapes and topics as voicetone).
 
 The peers reuse voicetone's pure helpers where any user would reuse a library
-(`schemas.audio.decode_audio`, `schemas.resample.resample`, the aggregate
+(`schemas.audio.decode_audio`, the aggregate
 maths in `streams.aggregation`, `schemas.events.event_id`) and the same model
 (`model.load()`); everything a stream framework would do differently (buffers,
 windows, batching, consumption, publishing) is in each peer.
@@ -19,7 +19,6 @@ import numpy as np
 
 from schemas.audio import decode_audio
 from schemas.events import event_id
-from schemas.resample import resample
 from streams.aggregation import ChannelAggregate, SegmentResult
 
 LABELS = ("positive", "neutral", "negative")
@@ -50,9 +49,9 @@ def samples_of(frame: dict) -> np.ndarray:
 
 
 def predict_one(m, samples: np.ndarray, rate: int) -> tuple[float, np.ndarray]:
-    """The model on one window (batch of 1), resampled to the model's rate."""
-    x = samples if rate == m.sample_rate else resample(samples, rate, m.sample_rate)
-    speech, sentiment = m.predict(x[None, :].astype(np.float32, copy=False))
+    """The model on one window (batch of 1) at its own rate: `predict` reads 8 kHz as it is and resamples
+    other rates itself, as its docstring offers a user."""
+    speech, sentiment = m.predict(samples[None, :].astype(np.float32, copy=False), sample_rate=rate)
     return float(speech[0]), np.asarray(sentiment[0], np.float64)
 
 

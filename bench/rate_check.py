@@ -1,0 +1,125 @@
+"""8 kHz audio read as it is against resampled to 16 kHz first: does the model answer the same?
+
+The worker hands 8 kHz windows (telephone audio) to the model as they are, and the log-mel front end reads
+them on the 16 kHz model's frequency grid (`model.features.LogMel.rate_plan`); until the twenty-first
+session every window was FFT-resampled to 16 kHz on the event loop first. The two differ only in the mel
+bands above 4 kHz (empty at 8 kHz; window leakage after resampling). This puts a held-out set through both
+paths: each clip is brought down to 8 kHz (`schemas.resample.resample`, as a phone line delivers it), cut
+into the evaluation's 5 s / 2.5 s windows, and scored by each path; clip answers combine windows as
+`voicetone evaluate` does. Reported: how often the two paths agree, unweighted accuracy of each with the
+exact McNemar p of their disagreements, per condition, speech presence on the non-speech clips, and the
+largest probability difference per clip.
+
+    python bench/rate_check.py data/synth/test.jsonl [--limit N] [--checkpoint PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.console import Console  # noqa: E402
+from rich.progress import track  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import model  # noqa: E402
+from model.data.manifest import read_manifest  # noqa: E402
+from model.evaluate import combine_windows, mcnemar_exact, unweighted_accuracy, window_starts  # noqa: E402
+from model.tokenizer import SENTIMENTS  # noqa: E402
+from schemas.resample import resample, resample_fft_rows  # noqa: E402
+from schemas.wav import read_wav  # noqa: E402
+
+RATE = 8000
+
+
+def mono(x) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float32)
+    return a.reshape(-1) if a.ndim == 1 or a.shape[0] == 1 else a.mean(axis=0)
+
+
+def clip_windows(x8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pieces = [x8[s:s + 5 * RATE] for s in window_starts(len(x8), 5 * RATE, 5 * RATE // 2)]
+    lengths = np.array([len(p) for p in pieces], dtype=np.int64)
+    block = np.zeros((len(pieces), int(lengths.max())), dtype=np.float32)
+    for row, p in zip(block, pieces):
+        row[:len(p)] = p
+    return block, lengths
+
+
+def summarize(y, a, b, cond, sp_a, sp_b, diffs) -> dict:
+    speech = y >= 0
+    out = {"clips": int(len(y)), "speech_clips": int(speech.sum()),
+           "agreement": float((a[speech] == b[speech]).mean()),
+           "ua_resampled": unweighted_accuracy(y[speech], a[speech]),
+           "ua_as_is": unweighted_accuracy(y[speech], b[speech]),
+           "mcnemar_p": mcnemar_exact(int(((a == y) & (b != y))[speech].sum()), int(((a != y) & (b == y))[speech].sum())),
+           "max_prob_diff_median": float(np.median(diffs)), "max_prob_diff_p95": float(np.percentile(diffs, 95)),
+           "max_prob_diff_max": float(np.max(diffs)), "by_condition": {}}
+    for c in sorted(set(cond[speech])):
+        s = speech & (cond == c)
+        out["by_condition"][c] = {"clips": int(s.sum()), "ua_resampled": unweighted_accuracy(y[s], a[s]),
+                                  "ua_as_is": unweighted_accuracy(y[s], b[s]), "agreement": float((a[s] == b[s]).mean())}
+    if (~speech).any():
+        out["no_speech_resampled"] = float((sp_a[~speech] < 0.5).mean())
+        out["no_speech_as_is"] = float((sp_b[~speech] < 0.5).mean())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("manifest", help="held-out manifest (JSON lines), e.g. data/synth/test.jsonl")
+    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped one)")
+    p.add_argument("--limit", type=int, help="the first N clips only")
+    args = p.parse_args(argv)
+    console = Console(stderr=True)
+    m = model.load(args.checkpoint)
+    if not m.reads_rate(RATE):
+        p.error(f"this model's front end does not read {RATE} Hz as it is")
+    entries = read_manifest(args.manifest)[: args.limit]
+    label = {s: i for i, s in enumerate(SENTIMENTS)}
+    y, a, b, cond, sp_a, sp_b, diffs = [], [], [], [], [], [], []
+    secs = {"resampled": 0.0, "as_is": 0.0}
+    for e in track(entries, description="clips", console=console, disable=not console.is_terminal):
+        rate, x = read_wav(e.audio)
+        block, lengths = clip_windows(resample(mono(x), rate, RATE).astype(np.float32))
+        t0 = time.perf_counter()
+        ra = m.predict(resample_fft_rows(block, RATE, m.sample_rate), lengths * (m.sample_rate // RATE))
+        t1 = time.perf_counter()
+        rb = m.predict(block, lengths, sample_rate=RATE)
+        secs["resampled"] += t1 - t0
+        secs["as_is"] += time.perf_counter() - t1
+        (pa_sp, pa), (pb_sp, pb) = combine_windows(*ra), combine_windows(*rb)
+        y.append(label.get(e.sentiment, -1) if e.sentiment else -1)
+        a.append(int(np.argmax(pa)))
+        b.append(int(np.argmax(pb)))
+        sp_a.append(pa_sp)
+        sp_b.append(pb_sp)
+        diffs.append(float(np.abs(pa - pb).max()))
+        cond.append(str((e.group or {}).get("condition", "?")))
+    r = summarize(np.array(y), np.array(a), np.array(b), np.array(cond), np.array(sp_a), np.array(sp_b), diffs)
+    r.update(manifest=args.manifest, model_version=m.version, seconds=secs)
+    t = Table(title=f"{args.manifest}: 8 kHz clips, resampled to 16 kHz first vs read as they are "
+                    f"({r['speech_clips']} speech clips)")
+    for col in ("condition", "clips", "UA resampled", "UA as is", "agreement"):
+        t.add_column(col, justify="right")
+    for c, v in r["by_condition"].items():
+        t.add_row(c, str(v["clips"]), f"{v['ua_resampled']:.3f}", f"{v['ua_as_is']:.3f}", f"{v['agreement']:.1%}")
+    t.add_row("all", str(r["speech_clips"]), f"{r['ua_resampled']:.3f}", f"{r['ua_as_is']:.3f}", f"{r['agreement']:.1%}")
+    console.print(t)
+    console.print(f"McNemar p {r['mcnemar_p']:.2f}; largest probability difference per clip: median "
+                  f"{r['max_prob_diff_median']:.4f}, p95 {r['max_prob_diff_p95']:.4f}, max {r['max_prob_diff_max']:.4f}; "
+                  f"no_speech on non-speech clips: {r.get('no_speech_resampled', float('nan')):.1%} / "
+                  f"{r.get('no_speech_as_is', float('nan')):.1%}; model time {secs['resampled']:.1f} s / {secs['as_is']:.1f} s")
+    print(json.dumps(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
