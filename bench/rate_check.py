@@ -6,11 +6,11 @@ session every window was FFT-resampled to 16 kHz on the event loop first. The tw
 bands above 4 kHz (empty at 8 kHz; window leakage after resampling). This puts a held-out set through both
 paths: each clip is brought down to 8 kHz (`schemas.resample.resample`, as a phone line delivers it), cut
 into the evaluation's 5 s / 2.5 s windows, and scored by each path; clip answers combine windows as
-`voicetone evaluate` does. Reported: how often the two paths agree, unweighted accuracy of each with the
+`voicetone evaluate` does (``--rate 12000``: the other rate this model reads as it is). Reported: how often the two paths agree, unweighted accuracy of each with the
 exact McNemar p of their disagreements, per condition, speech presence on the non-speech clips, and the
 largest probability difference per clip.
 
-    python bench/rate_check.py data/synth/test.jsonl [--limit N] [--checkpoint PATH]
+    python bench/rate_check.py data/synth/test.jsonl [--limit N] [--checkpoint PATH] [--rate 8000]
 """
 
 from __future__ import annotations
@@ -36,16 +36,13 @@ from model.tokenizer import SENTIMENTS  # noqa: E402
 from schemas.resample import resample, resample_fft_rows  # noqa: E402
 from schemas.wav import read_wav  # noqa: E402
 
-RATE = 8000
-
-
 def mono(x) -> np.ndarray:
     a = np.asarray(x, dtype=np.float32)
     return a.reshape(-1) if a.ndim == 1 or a.shape[0] == 1 else a.mean(axis=0)
 
 
-def clip_windows(x8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pieces = [x8[s:s + 5 * RATE] for s in window_starts(len(x8), 5 * RATE, 5 * RATE // 2)]
+def clip_windows(x: np.ndarray, rate: int = 8000) -> tuple[np.ndarray, np.ndarray]:
+    pieces = [x[s:s + 5 * rate] for s in window_starts(len(x), 5 * rate, 5 * rate // 2)]
     lengths = np.array([len(p) for p in pieces], dtype=np.int64)
     block = np.zeros((len(pieces), int(lengths.max())), dtype=np.float32)
     for row, p in zip(block, pieces):
@@ -77,22 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("manifest", help="held-out manifest (JSON lines), e.g. data/synth/test.jsonl")
     p.add_argument("--checkpoint", help="model checkpoint (default: the shipped one)")
     p.add_argument("--limit", type=int, help="the first N clips only")
+    p.add_argument("--rate", type=int, default=8000, help="the rate the clips are brought down to (default 8000)")
     args = p.parse_args(argv)
+    rate_in = args.rate
     console = Console(stderr=True)
     m = model.load(args.checkpoint)
-    if not m.reads_rate(RATE):
-        p.error(f"this model's front end does not read {RATE} Hz as it is")
+    if rate_in == m.sample_rate or not m.reads_rate(rate_in):
+        p.error(f"this model's front end does not read {rate_in} Hz as it is")
     entries = read_manifest(args.manifest)[: args.limit]
     label = {s: i for i, s in enumerate(SENTIMENTS)}
     y, a, b, cond, sp_a, sp_b, diffs = [], [], [], [], [], [], []
     secs = {"resampled": 0.0, "as_is": 0.0}
     for e in track(entries, description="clips", console=console, disable=not console.is_terminal):
         rate, x = read_wav(e.audio)
-        block, lengths = clip_windows(resample(mono(x), rate, RATE).astype(np.float32))
+        block, lengths = clip_windows(resample(mono(x), rate, rate_in).astype(np.float32), rate_in)
         t0 = time.perf_counter()
-        ra = m.predict(resample_fft_rows(block, RATE, m.sample_rate), lengths * (m.sample_rate // RATE))
+        up = resample_fft_rows(block, rate_in, m.sample_rate)
+        ra = m.predict(up, np.minimum(-(-lengths * m.sample_rate // rate_in), up.shape[1]))
         t1 = time.perf_counter()
-        rb = m.predict(block, lengths, sample_rate=RATE)
+        rb = m.predict(block, lengths, sample_rate=rate_in)
         secs["resampled"] += t1 - t0
         secs["as_is"] += time.perf_counter() - t1
         (pa_sp, pa), (pb_sp, pb) = combine_windows(*ra), combine_windows(*rb)
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         diffs.append(float(np.abs(pa - pb).max()))
         cond.append(str((e.group or {}).get("condition", "?")))
     r = summarize(np.array(y), np.array(a), np.array(b), np.array(cond), np.array(sp_a), np.array(sp_b), diffs)
-    r.update(manifest=args.manifest, model_version=m.version, seconds=secs)
-    t = Table(title=f"{args.manifest}: 8 kHz clips, resampled to 16 kHz first vs read as they are "
+    r.update(manifest=args.manifest, model_version=m.version, seconds=secs, rate=rate_in)
+    t = Table(title=f"{args.manifest}: {rate_in} Hz clips, resampled to {m.sample_rate} Hz first vs read as they are "
                     f"({r['speech_clips']} speech clips)")
     for col in ("condition", "clips", "UA resampled", "UA as is", "agreement"):
         t.add_column(col, justify="right")
