@@ -214,9 +214,8 @@ class VoiceToneModel:
     # in values (not only shapes) falls back to eager, with a warning.
 
     def _forward(self, audio: torch.Tensor, lens: torch.Tensor, rate: int | None = None):
-        net = self.net if rate is None else _AtRate(self.net, rate)
         if not self.jit:
-            return net(audio, lens)
+            return self._net_at(rate)(audio, lens)
         step = rate or self.sample_rate
         t = audio.shape[1]
         padded = max(step, -(-t // step) * step)
@@ -225,12 +224,16 @@ class VoiceToneModel:
         key = (step, padded)
         traced = self._traced.get(key)
         if traced is None:
+            net = self._net_at(rate)
             with self._trace_lock:
                 traced = self._traced.get(key) or self._trace(net, audio, lens)
             if traced is None:
                 return net(audio, lens)
             self._traced[key] = traced
         return self._run_traced(traced, audio, lens)
+
+    def _net_at(self, rate: int | None) -> torch.nn.Module:
+        return self.net if rate is None else _AtRate(self.net, rate)
 
     @staticmethod
     def _run_traced(traced, audio: torch.Tensor, lens: torch.Tensor):
