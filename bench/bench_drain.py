@@ -6,7 +6,7 @@ filled beforehand, and reads its segment events from the start. With `--audio si
 window is below the silence level, so the silence gate answers it without the model: what is measured is
 the pipeline around the model, the part the issue's "at most 30% on top of inference" is about. With
 `--audio speech` (the bundled sample calls) the model runs too, and the same windows are also put through
-the model path alone in this process (`run_model`: silence gate, resampling, `predict`, in batches of the
+the model path alone in this process (`run_model`: silence gate, any resampling, `predict`, in batches of the
 worker's `max_batch_size`, `inference_workers` calls at once as in the worker): the drain's windows/s against that is the end-to-end cost of everything around
 the model, on the same windows, machine and batch size (the issue's "at least 70% of the model-only
 ceiling").

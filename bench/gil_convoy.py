@@ -7,7 +7,8 @@ hundred small operators can take ~100x longer beside a busy thread (the convoy e
 network (``VoiceToneModel.jit``, the default) runs the forward in C++ with the GIL released once.
 Prints, for eager and traced, with the default and a 0.5 ms switch interval, ms per ``predict`` alone
 and beside the busy thread, their ratio, and one JSON line. The same for the numpy work before the
-model (silence gate, stacking, 8 -> 16 kHz resampling: ``streams.pipeline.model_batch``) on a batch of
+model (silence gate, stacking, 8 -> 16 kHz resampling as the worker did before it read 8 kHz as it is:
+``streams.pipeline.model_batch`` without ``reads_rate``) on a batch of
 the bundled calls' windows, done as one block and window by window: each numpy call on a large array
 gives the GIL up too, which is why the worker does this work on its loop, not in the model thread.
 
