@@ -30,39 +30,37 @@ from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import model  # noqa: E402
+from compare_reports import compare  # noqa: E402
+from model.data.dataset import AudioCache  # noqa: E402
 from model.data.manifest import read_manifest  # noqa: E402
-from model.evaluate import combine_windows, mcnemar_exact, unweighted_accuracy, window_starts  # noqa: E402
-from model.tokenizer import SENTIMENTS  # noqa: E402
-from schemas.resample import resample, resample_fft_rows  # noqa: E402
-from schemas.wav import read_wav  # noqa: E402
+from model.evaluate import combine_windows, window_starts  # noqa: E402
+from schemas.resample import resample_fft_rows  # noqa: E402
+from streams.batching import stack_windows  # noqa: E402
 
-def mono(x) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float32)
-    return a.reshape(-1) if a.ndim == 1 or a.shape[0] == 1 else a.mean(axis=0)
+N_BOOT = 1000   # bootstrap resamples of the paired UA interval
 
 
 def clip_windows(x: np.ndarray, rate: int = 8000) -> tuple[np.ndarray, np.ndarray]:
-    pieces = [x[s:s + 5 * rate] for s in window_starts(len(x), 5 * rate, 5 * rate // 2)]
-    lengths = np.array([len(p) for p in pieces], dtype=np.int64)
-    block = np.zeros((len(pieces), int(lengths.max())), dtype=np.float32)
-    for row, p in zip(block, pieces):
-        row[:len(p)] = p
-    return block, lengths
+    """The evaluation's 5 s / 2.5 s windows of a clip, zero-padded into one block, and their lengths."""
+    return stack_windows([x[s:s + 5 * rate] for s in window_starts(len(x), 5 * rate, 5 * rate // 2)])
+
+
+def _paired(y, a, b) -> dict:
+    """`compare_reports.compare` (UA of each path, McNemar p, paired interval) under this script's names."""
+    r = compare(y, a, b, N_BOOT)
+    return {"clips": r["clips"], "ua_resampled": r["ua_a"], "ua_as_is": r["ua_b"], "mcnemar_p": r["mcnemar_p"],
+            "ci95_as_is_minus_resampled": r["ci95"], "agreement": float((a == b).mean())}
 
 
 def summarize(y, a, b, cond, sp_a, sp_b, diffs) -> dict:
     speech = y >= 0
-    out = {"clips": int(len(y)), "speech_clips": int(speech.sum()),
-           "agreement": float((a[speech] == b[speech]).mean()),
-           "ua_resampled": unweighted_accuracy(y[speech], a[speech]),
-           "ua_as_is": unweighted_accuracy(y[speech], b[speech]),
-           "mcnemar_p": mcnemar_exact(int(((a == y) & (b != y))[speech].sum()), int(((a != y) & (b == y))[speech].sum())),
+    overall = _paired(y[speech], a[speech], b[speech])
+    out = {**overall, "clips": int(len(y)), "speech_clips": overall["clips"],
            "max_prob_diff_median": float(np.median(diffs)), "max_prob_diff_p95": float(np.percentile(diffs, 95)),
            "max_prob_diff_max": float(np.max(diffs)), "by_condition": {}}
     for c in sorted(set(cond[speech])):
         s = speech & (cond == c)
-        out["by_condition"][c] = {"clips": int(s.sum()), "ua_resampled": unweighted_accuracy(y[s], a[s]),
-                                  "ua_as_is": unweighted_accuracy(y[s], b[s]), "agreement": float((a[s] == b[s]).mean())}
+        out["by_condition"][c] = _paired(y[s], a[s], b[s])
     if (~speech).any():
         out["no_speech_resampled"] = float((sp_a[~speech] < 0.5).mean())
         out["no_speech_as_is"] = float((sp_b[~speech] < 0.5).mean())
@@ -82,12 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     if rate_in == m.sample_rate or not m.reads_rate(rate_in):
         p.error(f"this model's front end does not read {rate_in} Hz as it is")
     entries = read_manifest(args.manifest)[: args.limit]
-    label = {s: i for i, s in enumerate(SENTIMENTS)}
+    clips = AudioCache(rate_in, max_bytes=0)   # each clip (its span) read, made mono and brought to rate_in once
     y, a, b, cond, sp_a, sp_b, diffs = [], [], [], [], [], [], []
     secs = {"resampled": 0.0, "as_is": 0.0}
     for e in track(entries, description="clips", console=console, disable=not console.is_terminal):
-        rate, x = read_wav(e.audio)
-        block, lengths = clip_windows(resample(mono(x), rate, rate_in).astype(np.float32), rate_in)
+        block, lengths = clip_windows(clips.segment(e), rate_in)
         t0 = time.perf_counter()
         up = resample_fft_rows(block, rate_in, m.sample_rate)
         ra = m.predict(up, np.minimum(-(-lengths * m.sample_rate // rate_in), up.shape[1]))
@@ -96,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         secs["resampled"] += t1 - t0
         secs["as_is"] += time.perf_counter() - t1
         (pa_sp, pa), (pb_sp, pb) = combine_windows(*ra), combine_windows(*rb)
-        y.append(label.get(e.sentiment, -1) if e.sentiment else -1)
+        y.append(e.label_index)
         a.append(int(np.argmax(pa)))
         b.append(int(np.argmax(pb)))
         sp_a.append(pa_sp)

@@ -126,36 +126,40 @@ class LogMel(nn.Module):
                              f"(rates read as they come: lower ones whose frames are whole samples)")
         return plan
 
-    def _power(self, audio: torch.Tensor, sample_rate: int | None) -> torch.Tensor:
-        """[B, bins, frames] power spectrum: the model rate's bins up to the audio's Nyquist frequency."""
-        n_fft, win, hop = self._plan(sample_rate)
-        if n_fft == self.n_fft:
-            spec = torch.stft(audio, self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
-                              window=self.window, center=False, return_complex=True)
-            return spec.real.pow(2) + spec.imag.pow(2)
-        key = (sample_rate, str(audio.device))
+    def _window_at(self, rate: int, win: int, device: torch.device) -> torch.Tensor:
+        if rate == self.sample_rate:
+            return self.window
+        key = (rate, str(device))
         window = self._windows.get(key)
         if window is None:
             with torch.inference_mode(False):   # a plain tensor, usable with autograd later too
-                window = self._windows[key] = torch.hann_window(win, periodic=True, device=audio.device)
+                window = self._windows[key] = torch.hann_window(win, periodic=True, device=device)
+        return window
+
+    def _power(self, audio: torch.Tensor, rate: int, plan: tuple[int, int, int]) -> torch.Tensor:
+        """[B, bins, frames] power spectrum: the model rate's bins up to the audio's Nyquist frequency."""
+        n_fft, win, hop = plan
+        window = self._window_at(rate, win, audio.device)
         spec = torch.stft(audio, n_fft, hop_length=hop, win_length=win, window=window, center=False,
                           return_complex=True)
-        # the model-rate frame holds (model rate / rate) times the samples of the same stretch of sound
-        scale = (self.sample_rate / sample_rate) ** 2
-        return (spec.real.pow(2) + spec.imag.pow(2)) * scale
+        power = spec.real.pow(2) + spec.imag.pow(2)
+        # a model-rate frame holds (model rate / rate) times the samples of the same stretch of sound
+        return power if rate == self.sample_rate else power * (self.sample_rate / rate) ** 2
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, sample_rate: int | None = None):
         """``sample_rate``: the audio's, where it is not the model's (see `rate_plan`)."""
         audio = audio.float()
         b, t = audio.shape
-        n_fft = self._plan(sample_rate)[0]
+        rate = self.sample_rate if sample_rate is None else sample_rate
+        plan = self._plan(rate)
+        n_fft = plan[0]
         if lengths is None:
             lengths = torch.full((b,), t, dtype=torch.long, device=audio.device)
         lengths = lengths.to(audio.device).long()
         audio = audio * length_mask(lengths, t).to(audio.dtype)
         if t < n_fft:
             audio = nn.functional.pad(audio, (0, n_fft - t))
-        power = self._power(audio, sample_rate)  # [B, freq, frames]
+        power = self._power(audio, rate, plan)  # [B, freq, frames]
         mel = torch.matmul(power.transpose(1, 2), self.fbank[: power.shape[1]])   # no energy above them
         logmel = torch.log(mel + self.eps)
         # not .clamp(max=shape): traced, a shape is a host tensor, which clamp refuses beside CUDA tensors

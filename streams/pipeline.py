@@ -169,12 +169,6 @@ class ModelBatch:
         return SilenceGate.merge(self.size, self.keep, *(answers or (None, None)))
 
 
-def _one_block(windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of one length as one [B, n] block (one numpy call: the usual batch, full windows)."""
-    audio = np.stack([w.samples for w in windows]).astype(np.float32, copy=False)
-    return audio, np.full(len(windows), audio.shape[1], dtype=np.int64)
-
-
 def model_parts(windows: list[Window], rates: list[int], model_rate: int,
                 reads_rate: Optional[Callable[[int], bool]] = None,
                 resample_on_device: bool = False) -> list[ModelPart]:
@@ -188,13 +182,9 @@ def model_parts(windows: list[Window], rates: list[int], model_rate: int,
     parts: list[ModelPart] = []
     to_model_rate: list[int] = []
     for rate, idx in by_rate.items():
-        one_length = len({windows[i].samples.size for i in idx}) == 1
-        if rate != model_rate and reads_rate is not None and reads_rate(rate):
-            audio, lengths = _one_block([windows[i] for i in idx]) if one_length else stack_windows(
-                [windows[i] for i in idx])
-            parts.append(ModelPart(np.array(idx), audio, lengths, rate))
-        elif rate != model_rate and resample_on_device and one_length:
-            parts.append(ModelPart(np.array(idx), *_one_block([windows[i] for i in idx]), rate))
+        if rate != model_rate and ((reads_rate is not None and reads_rate(rate)) or (
+                resample_on_device and len({windows[i].samples.size for i in idx}) == 1)):
+            parts.append(ModelPart(np.array(idx), *stack_windows([windows[i] for i in idx]), rate))
         else:
             to_model_rate.extend(idx)
     if to_model_rate:
