@@ -18,6 +18,10 @@ confluent-kafka consumer reading the same topic on the same broker. Runs of each
 the environment).
 
     python bench/bench_drain.py [--channels 100] [--seconds 60] [--audio silence] [--loops asyncio,uvloop] [--repeats 2]
+    python bench/bench_drain.py --model-only [--channels 100] [--seconds 30]   # the model path alone, one JSON line
+
+`--model-only` (the sample calls, no broker, no worker) is the ceiling `bench_e2e.py --ceiling` measures
+beside each live run, in the same minutes.
 """
 
 from __future__ import annotations
@@ -158,11 +162,18 @@ def main(argv=None) -> int:
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--timeout", type=float, default=600.0, help="longest a run may take to publish every window")
     p.add_argument("--logdir", default="/tmp/voicetone-bench-drain")
+    p.add_argument("--model-only", action="store_true",
+                   help="only the model path alone on the sample calls' windows (VOICETONE_* settings): one JSON line")
     args = p.parse_args(argv)
     if HOP_MS % args.frame_ms:
         p.error("--frame-ms must divide 2500")
     console = Console(stderr=True, width=150)
     per_channel = int(args.seconds * 1000 / args.frame_ms)
+    if args.model_only:
+        frames = synthetic_frames(args.channels, per_channel, args.frame_ms, RATE)
+        print(json.dumps({"bench": "model-only", "machine": machine(), "channels": args.channels,
+                          "seconds": args.seconds, **model_only(frames, Settings())}))
+        return 0
     frames = synthetic_frames(args.channels, per_channel, args.frame_ms, RATE, silent=args.audio == "silence")
     expected = expected_windows(args.channels, args.seconds)
     load_before = load_average()

@@ -20,6 +20,12 @@ arrived, or at most one per channel is missing (no backlog left behind) and the 
 one core) and RSS come from /proc over the measured part. The targets run on jemalloc where it is
 installed, as the deploy images run the worker (`--allocator system`: glibc's malloc).
 
+`--ceiling` (voicetone only) times the model path alone (`bench_drain.py --model-only`: the sample calls'
+windows through the silence gate and `predict`, batched and threaded as the worker does) just before and
+just after each run, and reports the run's windows/s (N / 2.5 s) against their mean: the issue's "at least
+70% of the model-only ceiling", read in the same minutes as the run, since this machine's speed drifts by
+a quarter within minutes.
+
 Targets: `voicetone` (`python -m voicetone worker`, settings from VOICETONE_*),
 `faust-naive` (bench/peers/faust_naive.py), `quix` (bench/peers/quix_app.py in
 bench/.venv-quix). `--search` finds the largest N that passes: doubling from
@@ -27,6 +33,7 @@ bench/.venv-quix). `--search` finds the largest N that passes: doubling from
 
     python bench/bench_e2e.py [--target voicetone] [--channels 40] [--measure 30] [--warmup 10]
     python bench/bench_e2e.py --target voicetone,faust-naive,quix --search
+    python bench/bench_e2e.py --channels 450 --ceiling   # + the model path alone just before and after the run
     python bench/bench_e2e.py --channels 150 --call-s 60 --warmup 30 --measure 180 --stall-s 15 --stall-at 60 \
         [--allocator system]      # memory after a catch-up: RSS before the stall vs the last minute
 """
@@ -315,6 +322,21 @@ def wait_ready(producer, reader: SegmentReader, proc: Targets, run_tag: str,
     raise RuntimeError(f"no segment from the probe call within {timeout:.0f} s")
 
 
+def model_ceiling(channels: int = 100, seconds: float = 30.0) -> dict:
+    """`bench_drain.py --model-only` in its own process (torch stays out of the load generator)."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_drain.py"), "--model-only",
+                          "--channels", str(channels), "--seconds", str(seconds)],
+                         capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def against_ceiling(n: int, before: dict, after: dict) -> dict:
+    """The run's windows/s (N channels, one window per 2.5 s hop) against the mean of the ceilings around it."""
+    ceiling = (before["windows_per_s"] + after["windows_per_s"]) / 2
+    return {"ceiling_windows_per_s": [round(before["windows_per_s"], 1), round(after["windows_per_s"], 1)],
+            "vs_ceiling": n / 2.5 / ceiling}
+
+
 def run_once(target: str, n: int, args, run_tag: str) -> dict:
     from confluent_kafka import Producer
 
@@ -516,11 +538,24 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     return r
 
 
+def measured_run(target: str, n: int, args, run_tag: str) -> dict:
+    """`run_once`, with --ceiling (voicetone) between two model-only ceilings."""
+    if not (args.ceiling and target == "voicetone"):
+        return run_once(target, n, args, run_tag)
+    before = model_ceiling()
+    r = run_once(target, n, args, run_tag)
+    return {**r, **against_ceiling(n, before, model_ceiling())}
+
+
 def show(r: dict) -> None:
     ok = "[green]pass[/]" if r["pass"] else "[red]fail[/]"
     console.print(f"  {r['target']:<11} N={r['channels']:<5} {ok}  p50 {r['p50_ms']:.0f} ms  p99 {r['p99_ms']:.0f} ms  "
                   f"windows {r['segments']}/{r['expected_windows']} ({r['completeness']:.0%})  growth {r['growth_ms']:+.0f} ms  "
                   f"worker {r['worker_cpu_pct']:.0f}% CPU {r['worker_rss_mb']:.0f} MB  load {r['loadavg']}")
+    if "vs_ceiling" in r:
+        before, after = r["ceiling_windows_per_s"]
+        console.print(f"    {r['channels'] / 2.5:.0f} windows/s = {r['vs_ceiling']:.0%} of the model path alone "
+                      f"({before:.0f} windows/s just before, {after:.0f} just after)")
     if r.get("calls_ended"):
         console.print(f"    {r['calls_ended']} calls ended and replaced; worker RSS by fifth of the measurement: "
                       + ", ".join(f"{x:.0f}" for x in r["worker_rss_fifths_mb"]) + " MB")
@@ -555,7 +590,7 @@ def search(target: str, args, tag: str) -> tuple[int, list[dict]]:
             console.print(f"  {target}: --budget-s {args.budget_s:.0f} s reached, no trial at N={n}")
             return None
         t = time.monotonic()
-        r = run_once(target, n, args, f"{tag}{len(runs)}")
+        r = measured_run(target, n, args, f"{tag}{len(runs)}")
         longest = max(longest, time.monotonic() - t)
         runs.append(r)
         show(r)
@@ -629,6 +664,9 @@ def main(argv=None) -> int:
                    help="malloc of the target processes: jemalloc via LD_PRELOAD as in the deploy images "
                         "(auto: where libjemalloc2 is installed), or system (glibc)")
     p.add_argument("--logdir", default=os.path.join(tempfile.gettempdir(), "voicetone-bench-e2e"))
+    p.add_argument("--ceiling", action="store_true",
+                   help="voicetone: time the model path alone just before and after each run (bench_drain.py "
+                        "--model-only) and report the run against it")
     args = p.parse_args(argv)
     if args.frame_ms <= 0 or 2500 % args.frame_ms or RATE * args.frame_ms % 1000:
         p.error("--frame-ms must divide the 2500 ms hop into whole frames of whole samples")
@@ -646,20 +684,21 @@ def main(argv=None) -> int:
                 cut.add(target)
             results += runs
         else:
-            r = run_once(target, args.channels, args, f"{target[:2]}{i}")
+            r = measured_run(target, args.channels, args, f"{target[:2]}{i}")
             results.append(r)
             show(r)
     t = Table(title=f"end to end, {args.frame_ms} ms frames, 8 kHz; p99 bound {args.p99_ms:.0f} ms; "
                     f"{args.measure:.0f} s measured after {args.warmup:.0f} s; load avg before {load_before}, "
                     f"{machine()['cpus']} CPUs")
     for col in ("target", "N", "pass", "p50 ms", "p99 ms", "windows", "growth ms", "worker CPU %", "worker RSS MB",
-                "broker CPU %", "loadgen CPU %", "load avg"):
+                "broker CPU %", "loadgen CPU %", "load avg", "vs model alone"):
         t.add_column(col, justify="right")
     for r in results:
         t.add_row(r["target"], str(r["channels"]), "yes" if r["pass"] else "no", f"{r['p50_ms']:.0f}",
                   f"{r['p99_ms']:.0f}", f"{r['completeness']:.0%}", f"{r['growth_ms']:+.0f}",
                   f"{r['worker_cpu_pct']:.0f}", f"{r['worker_rss_mb']:.0f}", f"{r['broker_cpu_pct']:.0f}",
-                  f"{r['loadgen_cpu_pct']:.0f}", r["loadavg"])
+                  f"{r['loadgen_cpu_pct']:.0f}", r["loadavg"],
+                  f"{r['vs_ceiling']:.0%}" if "vs_ceiling" in r else "-")
     console.print(t)
     if best:
         ref = best.get("voicetone")

@@ -1,0 +1,34 @@
+"""The model-only ceiling that `bench_e2e.py --ceiling` reads beside each live run: `bench_drain.py
+--model-only` on a tiny network, and the run's windows/s set against it."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import bench_drain  # noqa: E402
+import bench_e2e  # noqa: E402
+from model.config import tiny_config  # noqa: E402
+from model.inference import VoiceToneModel  # noqa: E402
+
+
+def test_model_only_counts_every_window_of_the_sample_calls(tmp_path, capsys, monkeypatch):
+    ckpt = tmp_path / "tiny.pt"
+    VoiceToneModel.untrained(tiny_config(), seed=3).save(ckpt)
+    monkeypatch.setenv("VOICETONE_MODEL_PATH", str(ckpt))
+    monkeypatch.setenv("VOICETONE_MAX_BATCH_SIZE", "4")
+    monkeypatch.setenv("VOICETONE_INFERENCE_WORKERS", "1")
+    assert bench_drain.main(["--model-only", "--channels", "3", "--seconds", "10"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["bench"] == "model-only"
+    # 10 s per channel: full windows at 0, 2.5 and 5 s
+    assert r["windows"] == 3 * bench_drain.expected_windows(1, 10) == 9
+    assert r["batch"] == 4 and r["inference_workers"] == 1
+    assert 0 <= r["silent"] < r["windows"] and r["windows_per_s"] > 0
+
+
+def test_run_against_the_mean_of_the_ceilings_around_it():
+    got = bench_e2e.against_ceiling(500, {"windows_per_s": 300.0}, {"windows_per_s": 200.0})
+    assert got["ceiling_windows_per_s"] == [300.0, 200.0]
+    assert abs(got["vs_ceiling"] - (500 / 2.5) / 250.0) < 1e-12
