@@ -3,7 +3,10 @@
 Also measures what the design claims -- the classifier path is much cheaper
 than full decoding -- as the time ratio of ``transcribe`` to ``predict`` on
 the same windows, and the achieved FLOP/s (FLOPs counted with
-``torch.utils.flop_counter.FlopCounterMode``). Prints a rich table and one
+``torch.utils.flop_counter.FlopCounterMode``) against the machine's peak,
+taken as the FLOP/s of one large square matrix product at the same threads
+and precision (the most this torch build gets out of the device; a vendor's
+datasheet figure would be higher and says nothing about this build). Prints a rich table and one
 JSON line. "live channels" = windows/s x 2.5 s hop: how many real-time
 channels one process could keep up with.
 
@@ -72,6 +75,20 @@ def timed(fn, device: torch.device, min_time: float, max_reps: int = 50) -> floa
             return elapsed / reps
 
 
+PEAK_N = {"cpu": 2048, "cuda": 8192}   # square matmul side: large enough to run at the device's best
+
+
+def matmul_peak(device: torch.device, precision: str, min_time: float) -> float:
+    """FLOP/s of an n x n by n x n matrix product (2 n^3 FLOPs) at ``precision`` (bf16 where asked;
+    int8 and fp32 rows are set against the fp32 product): the peak the model's FLOP/s is read against."""
+    n = PEAK_N.get(device.type, 2048)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    return 2 * n ** 3 / timed(lambda: torch.mm(a, b), device, min_time)
+
+
 def count_flops(m: VoiceToneModel, x: np.ndarray) -> int:
     """FLOPs of one eager predict (the counter cannot see inside a traced graph)."""
     jit, m.jit = m.jit, False
@@ -116,8 +133,12 @@ def bench_device(make, batch_sizes: list[int], precisions: list[str], min_time: 
     reference_model = make("fp32")
     check = windows(8, window_rate(reference_model), seed=2)
     reference = predict(reference_model, check)
+    peaks: dict[str, float] = {}
     for precision in precisions:
         m = reference_model if precision == "fp32" else make(precision)
+        peak_at = "bf16" if precision == "bf16" else "fp32"
+        if peak_at not in peaks:
+            peaks[peak_at] = matmul_peak(m.device, peak_at, min_time)
         got = predict(m, check)
         # what reduced precision costs, on the same windows: sentiment and speech probabilities
         drift = float(np.abs(got[1] - reference[1]).max())
@@ -132,7 +153,10 @@ def bench_device(make, batch_sizes: list[int], precisions: list[str], min_time: 
                     sec = timed(call_with_input(m, x, how), m.device, min_time)
                     rows.append({"device": m.device.type, "precision": precision, "traced": jit, "input": how,
                                  "batch": b, "windows_per_s": b / sec, "ms_per_call": sec * 1000,
-                                 "gflop_per_s": flops_per_window * b / sec / 1e9, "max_prob_diff_vs_fp32": drift,
+                                 "gflop_per_s": flops_per_window * b / sec / 1e9,
+                                 "peak_gflop_per_s": peaks[peak_at] / 1e9,
+                                 "of_peak": flops_per_window * b / sec / peaks[peak_at],
+                                 "max_prob_diff_vs_fp32": drift,
                                  "max_speech_diff_vs_fp32": drift_speech})
         m.use_jit(True)
     return rows
@@ -202,12 +226,19 @@ def main(argv: list[str] | None = None) -> int:
     chunk = VoiceToneModel.cpu_max_batch
     table = Table(title=f"voicetone predict throughput (5 s windows at {AUDIO_RATE or m.sample_rate} Hz; on CPU "
                         + (f"forwards of at most {chunk} windows)" if chunk else "one forward per batch)"))
-    for col in ("device", "precision", "traced", "input", "batch", "windows/s", "ms/call", "GFLOP/s", "live channels", "max |dp| vs fp32"):
+    for col in ("device", "precision", "traced", "input", "batch", "windows/s", "ms/call", "GFLOP/s", "of peak",
+                "live channels", "max |dp| vs fp32"):
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(r["device"], r["precision"], "yes" if r["traced"] else "no", r["input"], str(r["batch"]), f"{r['windows_per_s']:.1f}",
-                      f"{r['ms_per_call']:.1f}", f"{r['gflop_per_s']:.1f}", f"{r['windows_per_s'] * 2.5:.0f}", f"{r['max_prob_diff_vs_fp32']:.1e}")
+                      f"{r['ms_per_call']:.1f}", f"{r['gflop_per_s']:.1f}", f"{r['of_peak']:.1%}",
+                      f"{r['windows_per_s'] * 2.5:.0f}", f"{r['max_prob_diff_vs_fp32']:.1e}")
     console.print(table)
+    for dev in dict.fromkeys(r["device"] for r in results):
+        seen = {(r["precision"] if r["precision"] == "bf16" else "fp32"): r["peak_gflop_per_s"]
+                for r in results if r["device"] == dev}
+        at = f" at {torch.get_num_threads()} threads" if dev == "cpu" else ""
+        console.print(f"{dev}: peak = one {PEAK_N.get(dev, 2048)}^2 matrix product{at}: " + ", ".join(f"{p} {g:,.0f} GFLOP/s" for p, g in seen.items()))
     for dev, r in ratios.items():
         console.print(f"{dev}: transcribe/predict time ratio {r['ratio']:.1f}x at batch {r['batch']} "
                       f"({r['transcribe_ms']:.0f} ms vs {r['predict_ms']:.0f} ms, {r['mean_chars_decoded']:.0f} chars decoded)")

@@ -29,5 +29,9 @@ def test_both_rates(tmp_path, capsys, monkeypatch):
     for r in (wide, narrow):
         assert [row["batch"] for row in r["results"]] == [1, 2]
         assert all(row["windows_per_s"] > 0 for row in r["results"])
+        # achieved FLOP/s read against one large matrix product at the same threads: a tiny network on
+        # one window is far below it
+        assert all(row["peak_gflop_per_s"] > 0 and 0 < row["of_peak"] < 1 for row in r["results"])
+        assert all(abs(row["of_peak"] - row["gflop_per_s"] / row["peak_gflop_per_s"]) < 1e-9 for row in r["results"])
     # the same network on the same 8 kHz windows: only reduced precision would move the answers
     assert narrow["results"][0]["max_prob_diff_vs_fp32"] == 0.0
