@@ -30,10 +30,9 @@ from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import model  # noqa: E402
-from compare_reports import compare  # noqa: E402
 from model.data.dataset import AudioCache  # noqa: E402
 from model.data.manifest import read_manifest  # noqa: E402
-from model.evaluate import combine_windows, window_starts  # noqa: E402
+from model.evaluate import combine_windows, paired_comparison, window_starts  # noqa: E402
 from schemas.resample import resample_fft_rows  # noqa: E402
 from streams.batching import stack_windows  # noqa: E402
 
@@ -46,8 +45,8 @@ def clip_windows(x: np.ndarray, rate: int = 8000) -> tuple[np.ndarray, np.ndarra
 
 
 def _paired(y, a, b) -> dict:
-    """`compare_reports.compare` (UA of each path, McNemar p, paired interval) under this script's names."""
-    r = compare(y, a, b, N_BOOT)
+    """`model.evaluate.paired_comparison` (UA of each path, McNemar p, paired interval) under this script's names."""
+    r = paired_comparison(y, a, b, N_BOOT)
     return {"clips": r["clips"], "ua_resampled": r["ua_a"], "ua_as_is": r["ua_b"], "mcnemar_p": r["mcnemar_p"],
             "ci95_as_is_minus_resampled": r["ci95"], "agreement": float((a == b).mean())}
 

@@ -82,6 +82,56 @@ def paired_ua_interval(y_true, pred_a, pred_b, n: int = 2000, seed: int = 0) -> 
     return float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
 
 
+def _clip_key(clip: dict) -> tuple:
+    return clip["audio"], clip.get("start_s"), clip.get("end_s")
+
+
+def paired_clips(a: dict, b: dict, by: str = "condition") -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(labels, A's predictions, B's predictions, each clip's ``group[by]``, "-" where it has none) over the
+    labelled speech clips both ``evaluate`` reports scored (matched by audio path and span)."""
+    other = {_clip_key(c): c for c in b["clips"]}
+    rows = [(c, other[_clip_key(c)]) for c in a["clips"] if c.get("label") is not None and c["label"] >= 0
+            and _clip_key(c) in other]
+    if not rows:
+        raise ValueError("the two reports share no labelled clips: were they made on the same manifest?")
+    y = np.array([ca["label"] for ca, _ in rows])
+    return (y, np.array([ca["pred"] for ca, _ in rows]), np.array([cb["pred"] for _, cb in rows]),
+            [str(ca.get("group", {}).get(by, "-")) for ca, _ in rows])
+
+
+def paired_comparison(y, pred_a, pred_b, n_boot: int = 2000) -> dict[str, Any]:
+    """UA of each system on the same clips, the clips only one gets right, exact McNemar p on those and
+    the paired bootstrap 95% interval of UA(b) - UA(a): whether B differs from A by more than luck."""
+    y, pa, pb = (np.asarray(v) for v in (y, pred_a, pred_b))
+    right_a, right_b = pa == y, pb == y
+    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    ua_a, ua_b = unweighted_accuracy(y, pa), unweighted_accuracy(y, pb)
+    lo, hi = paired_ua_interval(y, pa, pb, n_boot)
+    return {"clips": int(len(y)), "ua_a": ua_a, "ua_b": ua_b, "diff": ua_b - ua_a, "only_a": only_a,
+            "only_b": only_b, "mcnemar_p": mcnemar_exact(only_a, only_b), "ci95": [lo, hi]}
+
+
+def compare_reports(a: dict, b: dict, by: str = "condition", n_boot: int = 2000) -> dict[str, dict[str, Any]]:
+    """`paired_comparison` of two reports over all shared clips ("all") and per ``group[by]`` value."""
+    y, pa, pb, groups = paired_clips(a, b, by)
+    rows = {"all": paired_comparison(y, pa, pb, n_boot)}
+    for g in sorted(set(groups)):
+        sel = np.array([x == g for x in groups])
+        rows[g] = paired_comparison(y[sel], pa[sel], pb[sel], n_boot)
+    return rows
+
+
+def comparison_table(rows: dict[str, dict[str, Any]], by: str = "condition") -> str:
+    """`compare_reports`' rows as a fixed-width text table."""
+    lines = [f"{by[:10]:<10} {'clips':>5} {'UA A':>6} {'UA B':>6} {'B-A':>7} {'only A':>6} {'only B':>6} "
+             f"{'McNemar p':>9}  95% CI of B-A"]
+    for name, r in rows.items():
+        lines.append(f"{name:<10} {r['clips']:>5} {r['ua_a']:>6.3f} {r['ua_b']:>6.3f} {r['diff']:>+7.3f} "
+                     f"{r['only_a']:>6} {r['only_b']:>6} {r['mcnemar_p']:>9.3f}  "
+                     f"{r['ci95'][0]:+.3f} .. {r['ci95'][1]:+.3f}")
+    return "\n".join(lines)
+
+
 def macro_f1(y_true, y_pred, num_classes: int = 3) -> float:
     """Mean F1 over classes that occur in ``y_true`` or ``y_pred`` (a class only predicted scores 0)."""
     cm = confusion_matrix(y_true, y_pred, num_classes)

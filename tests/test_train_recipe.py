@@ -5,6 +5,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from model.train.cli import _train_config
@@ -39,13 +40,22 @@ def test_each_link_reads_only_what_an_earlier_link_made(tmp_path):
                 assert Path(needed) in made, (step.name, needed)
         if argv[:1] == ["evaluate"] or argv[:2] == ["data", "pseudo-label"]:
             src = Path(argv[1] if argv[0] == "evaluate" else argv[2])
-            assert src.parent / "train.jsonl" in made, (step.name, src)   # the corpus step writes both splits
+            # the corpus step writes both splits; a held-out-only set is made as its test.jsonl
+            assert src.parent / "train.jsonl" in made or src in made, (step.name, src)
+            model_path = _flag(argv, "--model")
+            assert model_path is None or Path(model_path) in made or Path(model_path) == SHIPPED, step.name
         out = _flag(argv, "--out")
         if out is not None and argv[:2] != ["data", "synth"] and argv[0] != "evaluate":
             assert Path(out) == step.output, step.name
         made.add(step.output)
-    final = steps[-2]
-    assert final.argv[:2] == ("train", "classifier") and _flag(list(steps[-1].argv), "--model") == str(final.output)
+    by_name = {s.name: s for s in steps}
+    final = [s for s in steps if s.argv[:2] == ("train", "classifier")][-1]
+    assert _flag(list(by_name["held-out evaluation"].argv), "--model") == str(final.output)
+    # the chain ends on the made and the shipped checkpoints scored on both held-out sets, then compared
+    assert steps[-1].action is not None and steps[-1].name == "against the shipped checkpoint"
+    scored = [(Path(s.argv[1]).parent.name, Path(_flag(list(s.argv), "--model"))) for s in steps
+              if s.argv[:1] == ("evaluate",)]
+    assert sorted(scored) == sorted((held, m) for held in ("synth", "synth-t") for m in (final.output, SHIPPED))
 
 
 def test_the_recipe_is_the_shipped_checkpoints(tmp_path):
@@ -145,7 +155,8 @@ def test_the_last_stage_chain_is_the_shipped_stage_on_the_shipped_encoder(tmp_pa
             if needed is not None:
                 assert Path(needed) in made, (step.name, needed)
         made.add(step.output)
-    stage, new = full[-2].argv, short[-2].argv
+    stage = next(s for s in full if s.name == "stage 3: classifier").argv
+    new = short[-2].argv
     assert Path(_flag(list(new), "--init")) == SHIPPED and SHIPPED.exists()
     changed = {i for i, (a, b) in enumerate(zip(stage, new)) if a != b}
     assert len(stage) == len(new) and {stage[i - 1] for i in changed} == {"--init", "--out"}
@@ -163,3 +174,37 @@ def test_compare_classifiers_says_bit_for_bit_or_how_far(tmp_path):
     torch.save(ck, tmp_path / "other.pt")
     said = compare_classifiers(tmp_path / "other.pt")
     assert "differ" in said and "0.25" in said
+
+
+def _report(preds, labels, conditions, version):
+    return {"model_version": version, "clips": [
+        {"audio": f"c{i}.wav", "start_s": None, "end_s": None, "label": y, "pred": p, "group": {"condition": c}}
+        for i, (p, y, c) in enumerate(zip(preds, labels, conditions))]}
+
+
+def test_the_chain_ends_on_a_paired_comparison_with_the_shipped_checkpoint(tmp_path):
+    from model.train.recipe import compare_with_shipped
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300).tolist()
+    cond = ["clean", "telephone", "noisy"] * 100
+    shipped = [v if rng.random() < 0.85 else (v + 1) % 3 for v in y]
+    same = list(shipped)   # three clips lost and three gained: noise
+    right = [i for i in range(300) if shipped[i] == y[i]][:3]
+    wrong = [i for i in range(300) if shipped[i] != y[i]][:3]
+    for i in right:
+        same[i] = (y[i] + 1) % 3
+    for i in wrong:
+        same[i] = y[i]
+    worse = [(v + 1) % 3 if i % 3 else v for i, v in enumerate(shipped)]   # two thirds of the answers wrong
+    for name, made in (("same", same), ("worse", worse)):
+        a, b = tmp_path / f"{name}-a.json", tmp_path / f"{name}-b.json"
+        a.write_text(json.dumps(_report(shipped, y, cond, "shipped")))
+        b.write_text(json.dumps(_report(made, y, cond, "made")))
+        out = tmp_path / f"{name}.json"
+        buf = io.StringIO()
+        got = compare_with_shipped({"first set": (a, b)}, out, n_boot=50, print_to=buf)
+        assert json.loads(out.read_text()) == json.loads(json.dumps(got))
+        assert set(got["sets"]["first set"]["rows"]) == {"all", "clean", "noisy", "telephone"}
+        assert got["within_noise"] is (name == "same"), name
+        assert "verdict: " in buf.getvalue() and "telephone" in buf.getvalue()

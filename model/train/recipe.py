@@ -73,6 +73,9 @@ def _asr(manifest: Path, init: Path, out: Path, steps: int, lr: float, seed: int
     return tuple(argv + (["--train-frontend"] if train_frontend else []))
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "default.pt"
+
+
 def shipped_recipe(data: str | Path = "data") -> list[Step]:
     """The chain that made ``model/weights/default.pt`` (``voicetone-8fb6b5f459``), paths under ``data``.
 
@@ -135,10 +138,62 @@ def shipped_recipe(data: str | Path = "data") -> list[Step]:
              ("evaluate", str(synth / "test.jsonl"), "--model", str(d / "s17h4" / "classifier.pt"),
               "--out", str(d / "eval" / "recipe")),
              about="the shipped checkpoint's figures: UA 0.876 on this set"),
+        *_against_shipped(d, d / "s17h4" / "classifier.pt"),
     ]
 
 
-SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "default.pt"
+def _against_shipped(d: Path, made: Path, shipped: Path | None = None) -> list[Step]:
+    """The check that closes the chain: the second, 3x larger held-out set (twelfth session), the made and
+    the shipped checkpoints scored on both sets, and a paired comparison of the two."""
+    shipped = shipped or SHIPPED
+    synth, synth_t, ev = d / "synth", d / "synth-t", d / "eval"
+    return [
+        Step("second held-out set", synth_t / "test.jsonl", 2,
+             ("data", "synth", "--out", str(synth_t), "--n", "2500", "--seed", "4", "--workers", "2",
+              "--test-fraction", "1", "--withhold-fraction", "0"),
+             about="2,500 clips of held-out voices and sentences, fresh renderings"),
+        Step("held-out evaluation, second set", ev / "recipe-t" / "report.json", 5,
+             ("evaluate", str(synth_t / "test.jsonl"), "--model", str(made), "--out", str(ev / "recipe-t")),
+             about="the shipped checkpoint's figures: UA 0.903 on this set"),
+        Step("the shipped checkpoint, first set", ev / "shipped" / "report.json", 2,
+             ("evaluate", str(synth / "test.jsonl"), "--model", str(shipped), "--out", str(ev / "shipped"))),
+        Step("the shipped checkpoint, second set", ev / "shipped-t" / "report.json", 5,
+             ("evaluate", str(synth_t / "test.jsonl"), "--model", str(shipped), "--out", str(ev / "shipped-t"))),
+        Step("against the shipped checkpoint", ev / "recipe-vs-shipped.json", 0,
+             action=lambda: compare_with_shipped(
+                 {"first set": (ev / "shipped" / "report.json", ev / "recipe" / "report.json"),
+                  "second set": (ev / "shipped-t" / "report.json", ev / "recipe-t" / "report.json")},
+                 ev / "recipe-vs-shipped.json"),
+             about="paired McNemar test and bootstrap interval per set and condition: within noise, or not"),
+    ]
+
+
+def compare_with_shipped(pairs: dict[str, tuple[Path, Path]], out: str | Path, n_boot: int = 2000,
+                         print_to=None) -> dict:
+    """Paired comparison (A = shipped, B = made) of each held-out set's two reports, by condition; printed
+    and written to ``out``. "within noise" = no set's overall McNemar p below 0.05."""
+    from model.evaluate import comparison_table, compare_reports
+
+    to = print_to or sys.stdout
+    result = {}
+    for name, (a, b) in pairs.items():
+        ra, rb = (json.loads(Path(x).read_text(encoding="utf-8")) for x in (a, b))
+        rows = compare_reports(ra, rb, "condition", n_boot)
+        result[name] = {"shipped": str(a), "made": str(b), "model_shipped": ra.get("model_version"),
+                        "model_made": rb.get("model_version"), "rows": rows}
+        print(f"{name}: A = shipped ({ra.get('model_version')}), B = this run ({rb.get('model_version')})\n"
+              + comparison_table(rows), file=to, flush=True)
+    within = all(r["rows"]["all"]["mcnemar_p"] >= 0.05 for r in result.values())
+    verdict = ("within noise of the shipped checkpoint on every set" if within else
+               "differs from the shipped checkpoint beyond noise on at least one set (McNemar p < 0.05)")
+    print(f"verdict: {verdict}", file=to, flush=True)
+    payload = {"sets": result, "within_noise": within, "verdict": verdict}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    tmp.replace(out)   # the step counts as done only once the whole comparison is written
+    return payload
 
 
 def last_stage_recipe(data: str | Path = "data", shipped: str | Path = SHIPPED) -> list[Step]:
@@ -149,7 +204,7 @@ def last_stage_recipe(data: str | Path = "data", shipped: str | Path = SHIPPED) 
     d = Path(data)
     full = shipped_recipe(d)
     by_name = {s.name: s for s in full}
-    stage, evaluation = full[-2], full[-1]
+    stage, evaluation = by_name["stage 3: classifier"], by_name["held-out evaluation"]
     out = d / "last-stage" / "classifier.pt"
     argv = _with_flags(stage.argv, {"--init": shipped, "--out": out})
     ev = _with_flags(evaluation.argv, {"--model": out, "--out": d / "eval" / "last-stage"})
