@@ -115,11 +115,13 @@ def model_only(frames, settings: Settings) -> dict:
 
     with ThreadPoolExecutor(settings.inference_workers) as pool:
         list(pool.map(run, batches[:settings.inference_workers]))   # warm-up (and the trace)
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
         skipped = sum(pool.map(run, batches))
-        took = time.perf_counter() - started
+        took, cpu_s = time.perf_counter() - started, time.process_time() - cpu0
+    modelled = len(windows) - skipped
     return {"windows": len(windows), "silent": skipped, "windows_per_s": len(windows) / took, "batch": size,
-            "inference_workers": settings.inference_workers, "torch_threads": threads}
+            "inference_workers": settings.inference_workers, "torch_threads": threads, "seconds_timed": took,
+            "cpu_s": cpu_s, "cpu_ms_per_model_window": cpu_s * 1000 / modelled if modelled else float("nan")}
 
 
 def run_once(loop: str, frames, args, expected: int, tag: str) -> dict:

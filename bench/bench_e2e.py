@@ -178,6 +178,7 @@ WORKER_METRICS = ("voicetone_inference_seconds", "voicetone_batch_size", "voicet
 WITHIN_1S = 'voicetone_end_to_end_latency_seconds_bucket{le="1.0"}'   # windows the worker published within 1 s
 MODEL_CPU = "voicetone_inference_cpu_seconds_total"   # CPU time of the model calls' threads
 GC_SECONDS = "voicetone_gc_seconds_total"   # the garbage collector's time, summed over its generations
+SILENT = "voicetone_windows_silent_total"   # windows the silence gate answered without the model
 
 
 def per_minute(samples: list, start: tuple | None, lat_ms: np.ndarray, sent: np.ndarray) -> list[dict]:
@@ -219,7 +220,7 @@ def scrape(port: int) -> dict:
     except OSError:
         return out
     for line in text.splitlines():
-        if line.startswith((WITHIN_1S + " ", MODEL_CPU + " ")):
+        if line.startswith((WITHIN_1S + " ", MODEL_CPU + " ", SILENT + " ")):
             out[line.split()[0]] = float(line.split()[-1])
         elif line.startswith(GC_SECONDS + "{"):
             out[GC_SECONDS] = out.get(GC_SECONDS, 0.0) + float(line.split()[-1])
@@ -237,7 +238,12 @@ def worker_view(before: dict, after: dict) -> dict:
     published = after.get("voicetone_end_to_end_latency_seconds_count", 0) - before.get(
         "voicetone_end_to_end_latency_seconds_count", 0)
     within = after.get(WITHIN_1S, 0) - before.get(WITHIN_1S, 0)
-    return {"worker_mean_inference_ms": mean("voicetone_inference_seconds") * 1000,
+    # windows the model itself ran (batched minus the ones the silence gate answered) and its threads' CPU
+    modelled = (after.get("voicetone_batch_size_sum", 0) - before.get("voicetone_batch_size_sum", 0)
+                - (after.get(SILENT, 0) - before.get(SILENT, 0)))
+    model_cpu = after.get(MODEL_CPU, 0) - before.get(MODEL_CPU, 0)
+    return {"worker_model_cpu_ms_per_window": model_cpu * 1000 / modelled if modelled > 0 else float("nan"),
+            "worker_mean_inference_ms": mean("voicetone_inference_seconds") * 1000,
             "worker_mean_batch": mean("voicetone_batch_size"),
             "worker_mean_publish_latency_ms": mean("voicetone_end_to_end_latency_seconds") * 1000,
             # the worker's own clock: audio end -> its send of the segment (the reader adds the broker's delivery)
@@ -330,11 +336,22 @@ def model_ceiling(channels: int = 100, seconds: float = 30.0) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def against_ceiling(n: int, before: dict, after: dict) -> dict:
-    """The run's windows/s (N channels, one window per 2.5 s hop) against the mean of the ceilings around it."""
+def against_ceiling(n: int, before: dict, after: dict, run: dict | None = None) -> dict:
+    """The run's windows/s (N channels, one window per 2.5 s hop) against the mean of the ceilings around it.
+
+    With the run's own figures, also the two factors a shortfall splits into: the cores the model's threads
+    got (live: their CPU seconds per second of the measurement; alone: the model path's) and the CPU each
+    window the model ran cost (live: the model threads' CPU per window run; alone: the whole model path's,
+    silence gate and stacking included, so alone reads a little high)."""
     ceiling = (before["windows_per_s"] + after["windows_per_s"]) / 2
-    return {"ceiling_windows_per_s": [round(before["windows_per_s"], 1), round(after["windows_per_s"], 1)],
-            "vs_ceiling": n / 2.5 / ceiling}
+    out = {"ceiling_windows_per_s": [round(before["windows_per_s"], 1), round(after["windows_per_s"], 1)],
+           "vs_ceiling": n / 2.5 / ceiling}
+    if all("cpu_s" in c for c in (before, after)):
+        out["model_cores_alone"] = float(np.mean([c["cpu_s"] / c["seconds_timed"] for c in (before, after)]))
+        out["model_cpu_ms_per_window_alone"] = float(np.mean([c["cpu_ms_per_model_window"] for c in (before, after)]))
+    if run and "model_cpu_cores" in run:
+        out["model_cores_live"] = run["model_cpu_cores"]
+    return out
 
 
 def run_once(target: str, n: int, args, run_tag: str) -> dict:
@@ -503,8 +520,10 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
     # windowing and publishing cost, whatever else (broker, load generator) shares the machine
     model_share = gc_share = float("nan")
     worker_cpu_s = max(1e-9, end_sample[1] - cpu_at_measure[1]) if cpu_at_measure else float("nan")
+    model_cores = float("nan")
     if cpu_at_measure and MODEL_CPU in metrics_end and MODEL_CPU in metrics_before:
         model_share = (metrics_end[MODEL_CPU] - metrics_before[MODEL_CPU]) / worker_cpu_s
+        model_cores = (metrics_end[MODEL_CPU] - metrics_before[MODEL_CPU]) / measured
     if cpu_at_measure and GC_SECONDS in metrics_end and GC_SECONDS in metrics_before:
         gc_share = (metrics_end[GC_SECONDS] - metrics_before[GC_SECONDS]) / worker_cpu_s
     broker_cpu = (end_sample[3] - cpu_at_measure[3]) / measured * 100 if cpu_at_measure else float("nan")
@@ -523,7 +542,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
         "expected_windows": round(expected), "completeness": completeness,
         "p50_ms": percentile(lat_ms, 50), "p99_ms": percentile(lat_ms, 99), "max_ms": percentile(lat_ms, 100),
         "growth_ms": growth, "worker_cpu_pct": worker_cpu, "worker_model_cpu_share": model_share,
-        "worker_gc_cpu_share": gc_share,
+        "worker_gc_cpu_share": gc_share, "model_cpu_cores": model_cores,
         "worker_rss_mb": max(rss) / 2**20,
         "worker_rss_growth_mb": (rss[-1] - rss[0]) / 2**20, "broker_cpu_pct": broker_cpu,
         "loadgen_cpu_pct": gen_cpu / total_s * 100, "loadgen_late_max_ms": late_max * 1000,
@@ -544,7 +563,7 @@ def measured_run(target: str, n: int, args, run_tag: str) -> dict:
         return run_once(target, n, args, run_tag)
     before = model_ceiling()
     r = run_once(target, n, args, run_tag)
-    return {**r, **against_ceiling(n, before, model_ceiling())}
+    return {**r, **against_ceiling(n, before, model_ceiling(), r)}
 
 
 def show(r: dict) -> None:
@@ -556,6 +575,11 @@ def show(r: dict) -> None:
         before, after = r["ceiling_windows_per_s"]
         console.print(f"    {r['channels'] / 2.5:.0f} windows/s = {r['vs_ceiling']:.0%} of the model path alone "
                       f"({before:.0f} windows/s just before, {after:.0f} just after)")
+        if "model_cores_alone" in r and "model_cores_live" in r:
+            console.print(f"    the model's threads had {r['model_cores_live']:.2f} cores live against "
+                          f"{r['model_cores_alone']:.2f} alone; CPU per window the model ran "
+                          f"{r.get('worker_model_cpu_ms_per_window', float('nan')):.1f} ms live against "
+                          f"{r['model_cpu_ms_per_window_alone']:.1f} ms alone")
     if r.get("calls_ended"):
         console.print(f"    {r['calls_ended']} calls ended and replaced; worker RSS by fifth of the measurement: "
                       + ", ".join(f"{x:.0f}" for x in r["worker_rss_fifths_mb"]) + " MB")
