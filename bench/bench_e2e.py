@@ -332,7 +332,9 @@ def model_ceiling(channels: int = 100, seconds: float = 30.0) -> dict:
     """`bench_drain.py --model-only` in its own process (torch stays out of the load generator)."""
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_drain.py"), "--model-only",
                           "--channels", str(channels), "--seconds", str(seconds)],
-                         capture_output=True, text=True, timeout=600, check=True)
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0 or not out.stdout.strip():
+        raise RuntimeError(f"bench_drain.py --model-only failed (exit {out.returncode}): {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -558,7 +560,8 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
 
 
 def measured_run(target: str, n: int, args, run_tag: str) -> dict:
-    """`run_once`, with --ceiling (voicetone) between two model-only ceilings."""
+    """`run_once`, with --ceiling (voicetone) between two model-only ceilings (one process's model path:
+    with --processes K, the run's windows/s are still set against one process's ceiling)."""
     if not (args.ceiling and target == "voicetone"):
         return run_once(target, n, args, run_tag)
     before = model_ceiling()
