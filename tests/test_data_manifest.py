@@ -219,3 +219,39 @@ def test_a_run_cut_by_its_budget_says_how_to_finish_its_schedule(tmp_path, monke
     saved = torch.load(tmp_path / "x.pt.state.pt", weights_only=True)["step"]
     assert saved == len(history)
     assert f"at step {saved} of {tc.steps}" in caplog.text and f"--steps {tc.steps} and no --max-minutes" in caplog.text
+
+
+def test_a_batch_fetched_by_threads_is_the_same_bit_for_bit(tmp_path):
+    """`__getitems__` with several fetch threads: the same windows, augmentations and order as one by one,
+    from a cache that several threads fill at once; and the dataset still pickles (loader workers)."""
+    import pickle
+
+    from model.data.augment import WaveformAugmenter
+    from model.train.common import TrainConfig, batch_stream, shuffled_order
+
+    entries = [ManifestEntry(audio=_ramp(tmp_path, f"r{i}.wav", 3.0 + i, (8000, 16000, 22050)[i % 3]),
+                             sentiment=("positive", "neutral", "negative")[i % 3]) for i in range(9)]
+
+    def dataset():
+        return WindowDataset(entries, random_crop=True, seed=5,
+                             augment=WaveformAugmenter(p_reverb=0.5, p_noise=0.7, p_telephone=0.5))
+
+    keys = [(e, i) for e in (0, 1) for i in range(12)]
+    one = dataset()
+    many = dataset()
+    many.fetch_threads = 4
+    want, got = [one[k] for k in keys], many.__getitems__(keys)
+    assert [g["index"] for g in got] == [w["index"] for w in want]
+    for w, g in zip(want, got):
+        assert torch.equal(w["audio"], g["audio"]) and w["start_s"] == g["start_s"]
+    assert len(many.cache) == len({many.entry_index(i) for _, i in keys}) > 3
+    again = pickle.loads(pickle.dumps(many))
+    assert torch.equal(again.__getitems__(keys[:3])[2]["audio"], want[2]["audio"])
+
+    # the training loop's loader fetches with torch's thread count when it has no worker processes
+    ds = dataset()
+    order = shuffled_order(len(ds), seed=1)
+    stream = batch_stream(ds, order, TrainConfig(manifest="-", out="-", batch_size=4), start_step=0)
+    first = next(stream)
+    assert ds.fetch_threads == torch.get_num_threads()
+    assert torch.equal(first["audio"], collate_windows([one[(0, i)] for i in order(0)[:4]])["audio"])

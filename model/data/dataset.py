@@ -9,8 +9,11 @@ same recording are read many times per epoch.
 
 from __future__ import annotations
 
+import os
 import struct
+import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -66,21 +69,33 @@ class AudioCache:
         self.max_bytes = max_bytes
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()   # a batch's windows may be fetched by several threads at once
 
     def get(self, path: str) -> np.ndarray:
-        hit = self._items.get(path)
-        if hit is not None:
-            self._items.move_to_end(path)
-            return hit
+        with self._lock:
+            hit = self._items.get(path)
+            if hit is not None:
+                self._items.move_to_end(path)
+                return hit
+        # decoded outside the lock: two threads may decode one file at once, and both get the same samples
         rate, samples = read_wav(path)
         mono = samples.mean(axis=0) if samples.shape[0] > 1 else samples[0]
         audio = np.ascontiguousarray(resample(mono, rate, self.sample_rate), dtype=np.float32)
-        self._items[path] = audio
-        self._bytes += audio.nbytes
-        while self._bytes > self.max_bytes and len(self._items) > 1:
-            _, old = self._items.popitem(last=False)
-            self._bytes -= old.nbytes
+        with self._lock:
+            if path not in self._items:
+                self._items[path] = audio
+                self._bytes += audio.nbytes
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.nbytes
         return audio
+
+    def __getstate__(self) -> dict:   # a lock does not pickle (data-loader workers under spawn)
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -156,6 +171,25 @@ class WindowDataset(Dataset):
         if self.random_crop:
             return int(np.ceil(duration / self.window_s - 1e-9))
         return 1 + int(np.ceil((duration - self.window_s) / self.hop_s - 1e-9))
+
+    #: threads that fetch one batch's windows (`__getitems__`). Decoding, cropping and augmenting are numpy
+    #: and scipy work that mostly runs without the GIL, and in a loader without worker processes it runs
+    #: while torch's threads wait for the batch, so 2 threads fetch a batch ~1.7x as fast on 2 cores
+    #: (docs/model-report.md, "Training speed"). Each window draws from its own (seed, epoch, item) RNG,
+    #: so the batch is the same bit for bit whatever the thread count.
+    fetch_threads: int = 1
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list[dict[str, Any]]:
+        """The items of one batch (torch's DataLoader calls this instead of ``__getitem__`` per item)."""
+        if self.fetch_threads <= 1 or len(keys) <= 1:
+            return [self[k] for k in keys]
+        pool = self.__dict__.get("_pool")
+        if pool is None or pool[0] != os.getpid():   # a forked loader worker makes its own
+            pool = self._pool = (os.getpid(), ThreadPoolExecutor(self.fetch_threads, thread_name_prefix="fetch"))
+        return list(pool[1].map(self.__getitem__, keys))
+
+    def __getstate__(self) -> dict:   # an executor does not pickle
+        return {k: v for k, v in self.__dict__.items() if k != "_pool"}
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random crops and augmentations are drawn."""

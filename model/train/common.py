@@ -121,6 +121,10 @@ def batch_stream(dataset: WindowDataset, order: Callable[[int], Sequence[int]], 
             for batch in batches:
                 yield [(epoch, i) for i in batch]
 
+    # Without worker processes the batch is fetched while the model waits: fetch it with as many threads
+    # as torch computes with (the same windows bit for bit; WindowDataset.fetch_threads). With workers,
+    # they fetch ahead beside the model, and threads in each would only crowd the cores.
+    dataset.fetch_threads = torch.get_num_threads() if tc.num_workers == 0 else 1
     # own generator: creating a loader must not draw from the global RNG, which the
     # resumable state restores (masking and SpecAugment draw from it)
     loader = DataLoader(dataset, batch_sampler=keyed_batches(), collate_fn=collate_windows,
