@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from model.data.manifest import SENTIMENTS, ManifestEntry
+from model.progress import ProgressBar
 
 SAMPLE_RATE = 16000
 
@@ -270,20 +271,11 @@ def combine_windows(speech: np.ndarray, sentiment: np.ndarray) -> tuple[float, n
     return float(speech.mean()), probs / probs.sum()
 
 
-def _progress(enabled: bool, label: str, total: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   transient=True, disable=not enabled)
-    return bar, bar.add_task("", total=total)
-
-
 def _run_windows(model, clips: list[np.ndarray], window_n: int, hop_n: int, batch_size: int, progress: bool):
     windows = [(c, s) for c, audio in enumerate(clips) for s in window_starts(len(audio), window_n, hop_n)]
     speech = np.zeros(len(windows))
     sentiment = np.zeros((len(windows), len(SENTIMENTS)))
-    bar, task = _progress(progress, "evaluating", len(windows))
-    with bar:
+    with ProgressBar("evaluating", len(windows), progress, transient=True, unit="window") as bar:
         for b0 in range(0, len(windows), batch_size):
             part = windows[b0:b0 + batch_size]
             pieces = [clips[c][s:s + window_n] for c, s in part]
@@ -294,7 +286,7 @@ def _run_windows(model, clips: list[np.ndarray], window_n: int, hop_n: int, batc
             sp, se = model.predict(batch, lengths)
             speech[b0:b0 + len(part)] = np.asarray(sp, dtype=np.float64).reshape(-1)
             sentiment[b0:b0 + len(part)] = np.asarray(se, dtype=np.float64).reshape(len(part), -1)
-            bar.advance(task, len(part))
+            bar.advance(len(part))
     owner = np.array([c for c, _ in windows])
     return owner, speech, sentiment
 
@@ -307,14 +299,13 @@ def _asr_metrics(model, entries, clips, progress: bool) -> dict[str, Any] | None
         return None
     tr = ModelTranscriber(model)
     refs, hyps, ref_labels, hyp_labels = [], [], [], []
-    bar, task = _progress(progress, "decoding", len(idx))
-    with bar:
+    with ProgressBar("decoding", len(idx), progress, transient=True, unit="clip") as bar:
         for i in idx:
             hyps.append(tr.transcribe(clips[i]))
             refs.append(entries[i].transcript)
             ref_labels.append(entries[i].sentiment)
             hyp_labels.append(Counter(tr.last_sentiments).most_common(1)[0][0] if tr.last_sentiments else None)
-            bar.advance(task)
+            bar.advance()
     return {"wer": word_error_rate(refs, hyps), "sentiment_token_error": sentiment_token_error(ref_labels, hyp_labels),
             "n": len(idx), "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:10]]}
 

@@ -102,14 +102,13 @@ def collect_entries(entries: Iterable[ManifestEntry], total: int, label: str, pr
     """The entries of a pass over a manifest as a list, with a progress bar while they come."""
     if not progress:
         return list(entries)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from model.progress import ProgressBar
 
     out = []
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task("", total=total)
+    with ProgressBar(label, total, transient=True, unit="entry", units="entries") as bar:
         for entry in entries:
             out.append(entry)
-            bar.advance(task)
+            bar.advance()
     return out
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from model.data import augment, nonspeech
 from model.data.manifest import ManifestEntry, write_manifest
+from model.progress import ProgressBar
 from model.data.sentences import DEFAULT_GRAMMAR, GRAMMARS, SENTIMENTS, sample as sample_sentence
 from model.data.voices import Voice, synthesize, voices_for_split
 from schemas.resample import resample
@@ -266,8 +267,8 @@ def synth_corpus(out_dir: str | Path, n_utterances: int, seed: int = 0, conditio
     facts: dict[str, dict] = {}
     failures: list[str] = []
     started = time.monotonic()
-    with _progress(progress) as bar, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        task = bar.add_task("synthesising", total=len(jobs)) if bar else None
+    with ProgressBar("synthesising", len(jobs), progress, unit="utterance") as bar, \
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(render, job, out_dir): job for job in jobs}
         for fut in as_completed(futures):
             job = futures[fut]
@@ -275,8 +276,7 @@ def synth_corpus(out_dir: str | Path, n_utterances: int, seed: int = 0, conditio
                 facts[job.uid] = fut.result()
             except Exception as exc:  # one bad voice/text must not lose the rest of the corpus
                 failures.append(f"{job.uid} {job.voice.id if job.voice else 'nonspeech'}: {exc}")
-            if bar:
-                bar.advance(task)
+            bar.advance()
     elapsed = time.monotonic() - started
     entries = {"train": [], "test": []}
     for job in jobs:
@@ -318,22 +318,6 @@ def corpus_stats(items: Sequence[tuple[ManifestEntry, float]]) -> dict:
         "speech_duration_s": {k: round(float(f(speech_durs)), 2)
                               for k, f in (("min", np.min), ("median", np.median), ("p90", lambda a: np.percentile(a, 90)), ("max", np.max))},
     }
-
-
-class _NoBar:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
 
 
 def _run(args: argparse.Namespace) -> int:

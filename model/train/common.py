@@ -27,6 +27,7 @@ from model.data.augment import NOISE_KINDS
 from model.data.dataset import WindowDataset, collate_windows, wav_duration
 from model.data.manifest import ManifestEntry
 from model.inference import resolve_device
+from model.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -151,36 +152,6 @@ def make_optimizer(params, tc: TrainConfig):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), disable=not enabled)
-
-
-PROGRESS_EVERY_S = 60.0   # seconds between progress lines when the output is not a terminal
-
-
-class ProgressLog:
-    """Training progress as log lines where the output is not a terminal (a recipe run in the background,
-    CI, a batch job): rich draws its bar only on a terminal, so a 70-minute stage would otherwise print
-    nothing between its first line and its last. At most one line per ``every_s`` seconds."""
-
-    def __init__(self, desc: str, start: int, t0: float, every_s: float = 60.0):
-        self.desc, self.start, self.t0, self.every_s = desc, start, t0, every_s
-        self.last = t0
-
-    def line(self, step: int, total: int, now: float, info: str = "") -> str | None:
-        """The line to log once ``step`` of ``total`` steps are done, or None (too soon after the last)."""
-        if now - self.last < self.every_s:
-            return None
-        self.last = now
-        rate = (step - self.start) / max(now - self.t0, 1e-9)   # steps per second since this run began
-        left = f", ~{(total - step) / rate / 60:.0f} min left" if rate > 0 else ""
-        return (f"{self.desc}: step {step} of {total} ({step / max(total, 1):.0%}), {rate * 60:.0f} steps/min"
-                f"{left}" + (f"; {info}" if info else ""))
-
-
 def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
                step_fn: Callable[[dict[str, Any]], dict[str, torch.Tensor]],
                batches: Callable[[int], Iterator[dict[str, Any]]], device: torch.device,
@@ -230,11 +201,7 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
     it = batches(start)
     t0 = time.time()
     budget = StepBudget(tc, start, t0) if tc.time_budget_s else None
-    with _progress(tc.progress) as bar:
-        task = bar.add_task(desc, total=tc.steps, completed=start, info="")
-        plain = (ProgressLog(desc, start, t0, PROGRESS_EVERY_S) if tc.progress and not bar.console.is_terminal
-                 else None)
-        info = ""
+    with ProgressBar(desc, tc.steps, tc.progress, completed=start, emit=log.info) as bar:
         end = tc.steps if tc.stop_at is None else min(tc.steps, tc.stop_at)
         step = start
         while step < end:
@@ -244,7 +211,7 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
                     log.info("%s: time budget %.0f s fits %d steps (was %d)", desc, tc.time_budget_s, fitted, tc.steps)
                     tc.steps = fitted  # the schedule reads it: the cosine now ends at the fitted step
                     end = min(end, fitted)
-                    bar.update(task, total=fitted)
+                    bar.update(total=fitted)
                 if budget.spent(time.time()):
                     log.warning("%s: time budget spent at step %d of %d, before the schedule's end; the state "
                                 "is saved: the same command with --steps %d and no --max-minutes finishes this "
@@ -274,10 +241,8 @@ def train_loop(*, desc: str, tc: TrainConfig, trainable: dict[str, nn.Module],
             if (step + 1) % tc.log_every == 0 or step + 1 == end:
                 recent = history[-tc.log_every:]
                 info = " ".join(f"{k}={_mean([r[k] for r in recent]) or 0.0:.3f}" for k in out)
-                bar.update(task, info=info)
-            bar.update(task, advance=1)
-            if plain is not None and (msg := plain.line(step + 1, end, time.time(), info)):
-                log.info(msg)
+                bar.update(info=info)
+            bar.advance()
             if tc.save_every and (step + 1) % tc.save_every == 0 and step + 1 < end:
                 save_state(step + 1)
             step += 1
