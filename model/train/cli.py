@@ -42,7 +42,8 @@ def _noise_kinds(text: str) -> tuple[str, ...]:
 def _train_config(args) -> TrainConfig:
     return TrainConfig(manifest=args.manifest, out=args.out, init=getattr(args, "init", None), steps=args.steps,
                        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, save_every=args.save_every,
-                       seed=args.seed, device=args.device, num_workers=args.workers, window_s=args.window_s,
+                       seed=args.seed, device=args.device, num_workers=args.workers,
+                       fetch_threads=args.fetch_threads, window_s=args.window_s,
                        augment=not args.no_augment, resume=not args.no_resume, bf16=args.bf16,
                        time_budget_s=None if args.max_minutes is None else 60.0 * args.max_minutes,
                        ema=args.ema, noise_kinds=args.noise_kinds)
@@ -59,6 +60,9 @@ def _common(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--fetch-threads", type=int, default=0, metavar="N",
+                   help="without --workers: threads that fetch each batch while the model waits (0: as many as "
+                        "torch computes with; the batches are the same whatever N)")
     p.add_argument("--window-s", type=float, default=5.0)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--no-resume", action="store_true", help="start over even if <out>.state.pt exists")

@@ -48,6 +48,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    # threads that fetch each batch when there are no loader processes (0: as many as torch computes with;
+    # 1: one by one). The batches are the same bit for bit whatever the count.
+    fetch_threads: int = 0
     window_s: float = 5.0
     augment: bool = True
     resume: bool = True
@@ -125,7 +128,7 @@ def batch_stream(dataset: WindowDataset, order: Callable[[int], Sequence[int]], 
     # Without worker processes the batch is fetched while the model waits: fetch it with as many threads
     # as torch computes with (the same windows bit for bit; WindowDataset.fetch_threads). With workers,
     # they fetch ahead beside the model, and threads in each would only crowd the cores.
-    dataset.fetch_threads = torch.get_num_threads() if tc.num_workers == 0 else 1
+    dataset.fetch_threads = (tc.fetch_threads or torch.get_num_threads()) if tc.num_workers == 0 else 1
     # own generator: creating a loader must not draw from the global RNG, which the
     # resumable state restores (masking and SpecAugment draw from it)
     loader = DataLoader(dataset, batch_sampler=keyed_batches(), collate_fn=collate_windows,

@@ -208,8 +208,8 @@ def last_stage_recipe(data: str | Path = "data", shipped: str | Path = SHIPPED) 
     by_name = {s.name: s for s in full}
     stage, evaluation = by_name["stage 3: classifier"], by_name["held-out evaluation"]
     out = d / "last-stage" / "classifier.pt"
-    argv = _with_flags(stage.argv, {"--init": shipped, "--out": out})
-    ev = _with_flags(evaluation.argv, {"--model": out, "--out": d / "eval" / "last-stage"})
+    argv = with_flags(stage.argv, {"--init": shipped, "--out": out})
+    ev = with_flags(evaluation.argv, {"--model": out, "--out": d / "eval" / "last-stage"})
     keep = ("corpus", "second corpus", "broad-grammar corpus", "manifest: three corpora")
     return [*(by_name[n] for n in keep),
             Step(stage.name + ", on the shipped encoder", out, stage.minutes, argv, about=stage.about),
@@ -217,7 +217,7 @@ def last_stage_recipe(data: str | Path = "data", shipped: str | Path = SHIPPED) 
                  about=evaluation.about)]
 
 
-def _with_flags(argv: Sequence[str], values: dict[str, str | Path]) -> tuple[str, ...]:
+def with_flags(argv: Sequence[str], values: dict[str, object]) -> tuple[str, ...]:
     """``argv`` with the values after the given flags replaced (each flag must be there)."""
     out = list(argv)
     for flag, value in values.items():
