@@ -7,7 +7,7 @@ loop's own time is read from the stage's last log line ("steps 0..N of N in X s"
 Settings alternate run by run, so a drifting machine hits each alike. The weights of every run are set
 against the first setting's: the loading settings must not change what is trained.
 
-    python bench/bench_train.py --manifest data/synth-x/train.combined.jsonl --init model/weights/default.pt
+    python bench/bench_train.py --manifest data/synth-b/train.combined.jsonl --init model/weights/default.pt
     python bench/bench_train.py ... --stage classifier --settings "workers=1,fetch-threads=0" --steps 300
 
 ``--settings``: a comma list of ``flag=value`` for `voicetone train` (``fetch-threads=1``: one by one, what
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", type=parse_settings, default=parse_settings("fetch-threads=1,fetch-threads=0"))
     p.add_argument("--workdir", default=None, help="where runs write (default: a temporary folder)")
     args = p.parse_args(argv)
+    args.manifest, args.init = (str(Path(x).resolve()) for x in (args.manifest, args.init))   # runs start in ROOT
     console = Console(stderr=True)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="voicetone-bench-train-"))
     names = [",".join(f"{k}={v}" for k, v in s.items()) for s in args.settings]
