@@ -78,6 +78,11 @@ def timed(fn, device: torch.device, min_time: float, max_reps: int = 50) -> floa
 PEAK_N = {"cpu": 2048, "cuda": 8192}   # square matmul side: large enough to run at the device's best
 
 
+def peak_precision(precision: str) -> str:
+    """The matrix product a precision's rows are read against: bf16 against bf16, the rest against fp32."""
+    return "bf16" if precision == "bf16" else "fp32"
+
+
 def matmul_peak(device: torch.device, precision: str, min_time: float) -> float:
     """FLOP/s of an n x n by n x n matrix product (2 n^3 FLOPs) at ``precision`` (bf16 where asked;
     int8 and fp32 rows are set against the fp32 product): the peak the model's FLOP/s is read against."""
@@ -136,7 +141,7 @@ def bench_device(make, batch_sizes: list[int], precisions: list[str], min_time: 
     peaks: dict[str, float] = {}
     for precision in precisions:
         m = reference_model if precision == "fp32" else make(precision)
-        peak_at = "bf16" if precision == "bf16" else "fp32"
+        peak_at = peak_precision(precision)
         if peak_at not in peaks:
             peaks[peak_at] = matmul_peak(m.device, peak_at, min_time)
         got = predict(m, check)
@@ -235,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['windows_per_s'] * 2.5:.0f}", f"{r['max_prob_diff_vs_fp32']:.1e}")
     console.print(table)
     for dev in dict.fromkeys(r["device"] for r in results):
-        seen = {(r["precision"] if r["precision"] == "bf16" else "fp32"): r["peak_gflop_per_s"]
+        seen = {peak_precision(r["precision"]): r["peak_gflop_per_s"]
                 for r in results if r["device"] == dev}
         at = f" at {torch.get_num_threads()} threads" if dev == "cpu" else ""
         console.print(f"{dev}: peak = one {PEAK_N.get(dev, 2048)}^2 matrix product{at}: " + ", ".join(f"{p} {g:,.0f} GFLOP/s" for p, g in seen.items()))

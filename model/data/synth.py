@@ -30,9 +30,9 @@ import numpy as np
 
 from model.data import augment, nonspeech
 from model.data.manifest import ManifestEntry, write_manifest
-from model.progress import ProgressBar
 from model.data.sentences import DEFAULT_GRAMMAR, GRAMMARS, SENTIMENTS, sample as sample_sentence
 from model.data.voices import Voice, synthesize, voices_for_split
+from model.progress import ProgressBar
 from schemas.resample import resample
 from schemas.wav import write_wav
 

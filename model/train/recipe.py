@@ -60,9 +60,15 @@ def combine_manifests(out: str | Path, sources: Sequence[str | Path]) -> None:
             if not audio.is_absolute():
                 entry["audio"] = os.path.relpath(src.parent / audio, out.parent)
             lines.append(json.dumps(entry) + "\n")
+    _write_whole(out, "".join(lines))
+
+
+def _write_whole(out: Path, text: str) -> None:
+    """Write through a temporary file: a step is done once its output exists, so only a whole one may."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    tmp.replace(out)   # only a whole manifest counts as done
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
 
 
 def _asr(manifest: Path, init: Path, out: Path, steps: int, lr: float, seed: int, warmup: int = 100,
@@ -144,10 +150,9 @@ def shipped_recipe(data: str | Path = "data") -> list[Step]:
     ]
 
 
-def _against_shipped(d: Path, made: Path, shipped: Path | None = None) -> list[Step]:
+def _against_shipped(d: Path, made: Path) -> list[Step]:
     """The check that closes the chain: the second, 3x larger held-out set (twelfth session), the made and
     the shipped checkpoints scored on both sets, and a paired comparison of the two."""
-    shipped = shipped or SHIPPED
     synth, synth_t, ev = d / "synth", d / "synth-t", d / "eval"
     return [
         Step("second held-out set", synth_t / "test.jsonl", 2,
@@ -158,9 +163,9 @@ def _against_shipped(d: Path, made: Path, shipped: Path | None = None) -> list[S
              ("evaluate", str(synth_t / "test.jsonl"), "--model", str(made), "--out", str(ev / "recipe-t")),
              about="the shipped checkpoint's figures: UA 0.903 on this set"),
         Step("the shipped checkpoint, first set", ev / "shipped" / "report.json", 2,
-             ("evaluate", str(synth / "test.jsonl"), "--model", str(shipped), "--out", str(ev / "shipped"))),
+             ("evaluate", str(synth / "test.jsonl"), "--model", str(SHIPPED), "--out", str(ev / "shipped"))),
         Step("the shipped checkpoint, second set", ev / "shipped-t" / "report.json", 5,
-             ("evaluate", str(synth_t / "test.jsonl"), "--model", str(shipped), "--out", str(ev / "shipped-t"))),
+             ("evaluate", str(synth_t / "test.jsonl"), "--model", str(SHIPPED), "--out", str(ev / "shipped-t"))),
         Step("against the shipped checkpoint", ev / "recipe-vs-shipped.json", 0,
              action=lambda: compare_with_shipped(
                  {"first set": (ev / "shipped" / "report.json", ev / "recipe" / "report.json"),
@@ -190,11 +195,7 @@ def compare_with_shipped(pairs: dict[str, tuple[Path, Path]], out: str | Path, n
                "differs from the shipped checkpoint beyond noise on at least one set (McNemar p < 0.05)")
     print(f"verdict: {verdict}", file=to, flush=True)
     payload = {"sets": result, "within_noise": within, "verdict": verdict}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    tmp.replace(out)   # the step counts as done only once the whole comparison is written
+    _write_whole(Path(out), json.dumps(payload, indent=1))
     return payload
 
 
