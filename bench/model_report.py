@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from model.evaluate import per_group, speech_presence, unweighted_accuracy  # noqa: E402
+from model.evaluate import speech_presence  # noqa: E402
 
 CLASSES = ("positive", "neutral", "negative")
 
