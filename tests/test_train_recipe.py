@@ -133,6 +133,26 @@ def test_the_runner_skips_done_steps_stops_on_a_failure_and_resumes_there(tmp_pa
         run_recipe(steps, through="nope", out=io.StringIO())
 
 
+def test_a_dry_run_says_where_an_interrupted_training_step_resumes(tmp_path):
+    torch = pytest.importorskip("torch")
+    from model.train.common import state_path
+
+    out = tmp_path / "asr.pt"
+    steps = [Step("train", out, 60, ("train", "asr", "--out", str(out), "--steps", "100")),
+             Step("not started", tmp_path / "b.pt", 30, ("train", "asr", "--steps", "50")),
+             Step("python", tmp_path / "c.txt", 0, action=lambda: None)]
+    log = io.StringIO()
+    assert run_recipe(steps, dry_run=True, out=log) == 0
+    assert "about 1.5 h" in log.getvalue() and "resumes" not in log.getvalue()
+
+    torch.save({"step": 40, "modules": {}}, state_path(out))   # what train_loop saves every 200 steps
+    log = io.StringIO()
+    assert run_recipe(steps, dry_run=True, out=log) == 0
+    text = log.getvalue()
+    assert "[1/3] train (~60 min; resumes from step 40 of 100 (its saved state))" in text
+    assert "about 1.1 h" in text   # 60 min x 0.6 left + 30 min
+
+
 def test_through_stops_after_the_named_step(tmp_path):
     calls = []
     steps = [Step(n, tmp_path / n, 0, action=lambda n=n: (calls.append(n), (tmp_path / n).write_text("")))

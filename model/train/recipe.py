@@ -244,20 +244,41 @@ def run_recipe(steps: Sequence[Step], dry_run: bool = False, through: str | None
     """Run the steps not yet done, in order; stop at the first failure (its exit status returned)."""
     if through is not None and through not in {s.name for s in steps}:
         raise ValueError(f"no step named {through!r}; the steps: {', '.join(s.name for s in steps)}")
-    left = sum(s.minutes for s in steps if not s.output.exists())
+    progress = {s.name: resumed_at(s) for s in steps if not s.output.exists()}
+    left = sum(s.minutes * (1 - at[0] / at[1] if at else 1) for s in steps if s.name in progress
+               for at in [progress[s.name]])
     print(f"recipe: {len(steps)} steps, about {left / 60:.1f} h of 2-core CPU time left", file=out, flush=True)
     for i, step in enumerate(steps, 1):
         head = f"[{i}/{len(steps)}] {step.name}"
         if step.output.exists():
             print(f"{head}: done ({step.output} exists)", file=out, flush=True)
         else:
-            print(f"{head} (~{step.minutes:g} min): {step.describe()}", file=out, flush=True)
+            at = progress[step.name]
+            where = f"; resumes from step {at[0]} of {at[1]} (its saved state)" if at else ""
+            print(f"{head} (~{step.minutes:g} min{where}): {step.describe()}", file=out, flush=True)
             rc = 0 if dry_run else _run_step(step, head, python, out)
             if rc != 0:
                 return rc
         if step.name == through:
             break
     return 0
+
+
+def resumed_at(step: Step) -> tuple[int, int] | None:
+    """(saved step, total steps) of a training step interrupted part-way, from its ``<out>.state.pt``;
+    None when it has no saved state. A 7-hour chain is stopped and rerun: say where it stands."""
+    if step.argv[:1] != ("train",) or "--steps" not in step.argv:
+        return None
+    from model.train.common import state_path
+
+    sp = state_path(step.output)
+    if not sp.exists():
+        return None
+    import torch
+
+    saved = torch.load(sp, map_location="cpu", weights_only=True, mmap=True)["step"]
+    total = int(step.argv[step.argv.index("--steps") + 1])
+    return min(int(saved), total), total
 
 
 def _run_step(step: Step, head: str, python: str, out) -> int:
@@ -291,7 +312,9 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("recipe", help="the shipped checkpoint's whole chain (corpora, the three stages, "
                                              "evaluation) as one command; ~7 h on 2 CPU cores; resumable")
     p.add_argument("--data", default="data", help="folder for corpora, checkpoints and reports (default: data)")
-    p.add_argument("--dry-run", action="store_true", help="print the steps and commands; run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the steps, their commands, the time left and where an interrupted training step "
+                        "resumes; run nothing")
     p.add_argument("--through", metavar="STEP", help="stop after the step of this name (see --dry-run)")
     p.add_argument("--last-stage", action="store_true",
                    help="only the classifier stage (and the corpora it reads), on the shipped checkpoint's frozen "
