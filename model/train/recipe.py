@@ -245,8 +245,8 @@ def run_recipe(steps: Sequence[Step], dry_run: bool = False, through: str | None
     if through is not None and through not in {s.name for s in steps}:
         raise ValueError(f"no step named {through!r}; the steps: {', '.join(s.name for s in steps)}")
     progress = {s.name: resumed_at(s) for s in steps if not s.output.exists()}
-    left = sum(s.minutes * (1 - at[0] / at[1] if at else 1) for s in steps if s.name in progress
-               for at in [progress[s.name]])
+    left = sum(s.minutes * (1 - progress[s.name][0] / progress[s.name][1]) if progress[s.name] else s.minutes
+               for s in steps if s.name in progress)
     print(f"recipe: {len(steps)} steps, about {left / 60:.1f} h of 2-core CPU time left", file=out, flush=True)
     for i, step in enumerate(steps, 1):
         head = f"[{i}/{len(steps)}] {step.name}"
