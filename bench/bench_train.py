@@ -61,11 +61,10 @@ def run(argv: list[str], setting: dict[str, str], log: Path) -> float:
 
 
 def max_weight_diff(a: Path, b: Path) -> float:
-    import torch
+    from model.checkpoint import load_checkpoint, max_state_diff
 
-    sa, sb = (torch.load(x, map_location="cpu", weights_only=True)["state"] for x in (a, b))
-    return max(float((sa[p][k].double() - sb[p][k].double()).abs().max())
-               for p in sa if isinstance(sa[p], dict) for k in sa[p] if sa[p][k].numel())
+    sa, sb = (load_checkpoint(x)["state"] for x in (a, b))
+    return max(max_state_diff(sa[p], sb[p]) for p in sa if isinstance(sa[p], dict))
 
 
 def parse_settings(text: str) -> list[dict[str, str]]:

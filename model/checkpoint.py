@@ -42,6 +42,12 @@ def weights_hash(parts: dict[str, dict[str, torch.Tensor]], names=INFERENCE_PART
     return h.hexdigest()[:10]
 
 
+def max_state_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Largest |a - b| over two state dicts' tensors of the same names: 0.0 means the same weights bit for
+    bit, the question every reproducibility check asks."""
+    return max((float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].numel()), default=0.0)
+
+
 def save_checkpoint(path: str | Path, *, stage: str, name: str, config: dict[str, Any],
                     parts: dict[str, nn.Module | dict[str, torch.Tensor]], vocab: list[str] | None = None,
                     metrics: dict[str, Any] | None = None, tensors: dict[str, torch.Tensor] | None = None,

@@ -228,12 +228,12 @@ def with_flags(argv: Sequence[str], values: dict[str, object]) -> tuple[str, ...
 
 def compare_classifiers(made: str | Path, shipped: str | Path = SHIPPED) -> str:
     """Whether a checkpoint's classifier weights are the shipped one's, bit for bit (or how far off)."""
-    from model.checkpoint import load_checkpoint
+    from model.checkpoint import load_checkpoint, max_state_diff
 
     a, b = load_checkpoint(made)["state"]["classifier"], load_checkpoint(shipped)["state"]["classifier"]
     if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
         return "a different classifier (names or shapes differ)"
-    diff = max(float((a[k].double() - b[k].double()).abs().max()) if a[k].numel() else 0.0 for k in a)
+    diff = max_state_diff(a, b)
     if diff == 0.0:
         return f"the classifier's {len(a)} tensors equal the shipped checkpoint's bit for bit"
     return f"the classifier's tensors differ from the shipped checkpoint's by up to {diff:.3g}"
