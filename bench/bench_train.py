@@ -12,7 +12,8 @@ against the first setting's: the loading settings must not change what is traine
 
 ``--settings``: a comma list of ``flag=value`` for `voicetone train` (``fetch-threads=1``: one by one, what
 the stages did before the twenty-second session; ``fetch-threads=0``: as many threads as torch computes
-with, the default; ``workers=1``: one loader process).
+with, the default; ``workers=1``: one loader process; ``set=dropout=0``: a model setting, which does change
+the weights, so its weight column is expected to be non-zero).
 """
 
 from __future__ import annotations
@@ -40,9 +41,15 @@ LOOP = re.compile(r"steps (\d+)\.\.(\d+) of \d+ in ([0-9.]+) s")
 RECIPE_STEP = {"asr": "stage 2 on (fourth checkpoint)", "classifier": "stage 3: classifier"}
 
 
-def stage_argv(stage: str, manifest: str, init: str, out: Path, steps: int, window_s: float) -> list[str]:
-    """The recipe's command for the stage, with this run's manifest, init, output and step count."""
-    step = {s.name: s for s in shipped_recipe()}[RECIPE_STEP[stage]]
+def stage_argv(stage: str, manifest: str, init: str, out: Path, steps: int, window_s: float,
+               step_name: str | None = None) -> list[str]:
+    """The recipe's command for the stage (or for the named recipe step), with this run's manifest, init,
+    output and step count."""
+    steps_by_name = {s.name: s for s in shipped_recipe()}
+    name = step_name or RECIPE_STEP[stage]
+    if name not in steps_by_name:
+        raise SystemExit(f"--step: no recipe step {name!r}; the recipe's steps: {', '.join(steps_by_name)}")
+    step = steps_by_name[name]
     argv = with_flags(step.argv, {"--manifest": manifest, "--init": init, "--out": out, "--steps": steps})
     return list(with_flags(argv, {"--window-s": f"{window_s:g}"}) if stage == "asr" else argv)
 
@@ -86,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--window-s", type=float, default=8.0, help="asr: the window (the recipe's 8 or 12)")
     p.add_argument("--settings", type=parse_settings, default=parse_settings("fetch-threads=1,fetch-threads=0"))
+    p.add_argument("--step", default=None,
+                   help="the recipe step whose command the runs take (default: the stage's first; e.g. "
+                        "'stage 2 on (sixth)', whose ASR stage trains the front end too)")
     p.add_argument("--workdir", default=None, help="where runs write (default: a temporary folder)")
     args = p.parse_args(argv)
     args.manifest, args.init = (str(Path(x).resolve()) for x in (args.manifest, args.init))   # runs start in ROOT
@@ -98,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, setting in zip(names, args.settings):
             out = work / f"{re.sub(r'[^A-Za-z0-9]+', '_', name)}-{r}" / "model.pt"
             out.parent.mkdir(parents=True, exist_ok=True)
-            took = run(stage_argv(args.stage, args.manifest, args.init, out, args.steps, args.window_s), setting,
+            took = run(stage_argv(args.stage, args.manifest, args.init, out, args.steps, args.window_s, args.step),
+                       setting,
                        out.parent / "train.log")
             seconds[name].append(took)
             outs.setdefault(name, out)

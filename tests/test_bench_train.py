@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -38,3 +39,8 @@ def test_two_fetch_settings_time_the_loop_and_train_the_same_weights(tmp_path, c
     assert argv[argv.index("--init") + 1] == str(SHIPPED) and argv[argv.index("--window-s") + 1] == "12"
     argv = bench_train.stage_argv("classifier", str(manifest), str(SHIPPED), tmp_path / "x.pt", 3, 12.0)
     assert argv[:2] == ["train", "classifier"] and argv[argv.index("--heads") + 1] == "4"
+    # a named recipe step: the continuation that trains the front end too; an unknown name says which exist
+    argv = bench_train.stage_argv("asr", str(manifest), str(SHIPPED), tmp_path / "x.pt", 3, 8.0, "stage 2 on (sixth)")
+    assert "--train-frontend" in argv and argv[argv.index("--seed") + 1] == "1"
+    with pytest.raises(SystemExit, match="no recipe step 'nope'"):
+        bench_train.stage_argv("asr", str(manifest), str(SHIPPED), tmp_path / "x.pt", 3, 8.0, "nope")
