@@ -50,6 +50,8 @@ def stage_argv(stage: str, manifest: str, init: str, out: Path, steps: int, wind
     if name not in steps_by_name:
         raise SystemExit(f"--step: no recipe step {name!r}; the recipe's steps: {', '.join(steps_by_name)}")
     step = steps_by_name[name]
+    if step.argv[:2] != ("train", stage):
+        raise SystemExit(f"--step {name!r} is not a {stage} stage step (it runs: {' '.join(step.argv[:2])})")
     argv = with_flags(step.argv, {"--manifest": manifest, "--init": init, "--out": out, "--steps": steps})
     return list(with_flags(argv, {"--window-s": f"{window_s:g}"}) if stage == "asr" else argv)
 
@@ -108,9 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, setting in zip(names, args.settings):
             out = work / f"{re.sub(r'[^A-Za-z0-9]+', '_', name)}-{r}" / "model.pt"
             out.parent.mkdir(parents=True, exist_ok=True)
-            took = run(stage_argv(args.stage, args.manifest, args.init, out, args.steps, args.window_s, args.step),
-                       setting,
-                       out.parent / "train.log")
+            cmd = stage_argv(args.stage, args.manifest, args.init, out, args.steps, args.window_s, args.step)
+            took = run(cmd, setting, out.parent / "train.log")
             seconds[name].append(took)
             outs.setdefault(name, out)
             console.print(f"  {name:<22} run {r + 1}: {took:6.1f} s for {args.steps} steps")

@@ -44,3 +44,5 @@ def test_two_fetch_settings_time_the_loop_and_train_the_same_weights(tmp_path, c
     assert "--train-frontend" in argv and argv[argv.index("--seed") + 1] == "1"
     with pytest.raises(SystemExit, match="no recipe step 'nope'"):
         bench_train.stage_argv("asr", str(manifest), str(SHIPPED), tmp_path / "x.pt", 3, 8.0, "nope")
+    with pytest.raises(SystemExit, match="not a classifier stage step"):
+        bench_train.stage_argv("classifier", str(manifest), str(SHIPPED), tmp_path / "x.pt", 3, 8.0, "stage 2 on (sixth)")
