@@ -24,8 +24,12 @@ class ModelConfig:
     n_mels: int = 80
 
     # --- front end ---
-    frontend: str = "ssl"  # "ssl" (our own, pretrained here) or "hf" (a local transformers model)
+    # "whisper" (Whisper base's encoder, pretrained on real speech, installed from the registry),
+    # "ssl" (our own, pretrained here on unlabelled audio) or "hf" (a local transformers model)
+    frontend: str = "ssl"
     hf_path: str | None = None
+    whisper_layers: int = 6  # Whisper encoder blocks run (1..6)
+    whisper_stride: int = 2  # Whisper's 50 frames/s averaged in groups of this many (2: 25 frames/s)
     conv_channels: int = 32
     d_model: int = 144
     frontend_layers: int = 4

@@ -18,9 +18,14 @@ from model.frontend import SSLFrontEnd
 
 
 def build_frontend(cfg: ModelConfig, hf_config: dict[str, Any] | None = None) -> nn.Module:
-    """Our SSL front end, or a transformers one (from a stored config, else from ``cfg.hf_path``)."""
+    """Our SSL front end, Whisper base's encoder, or a transformers one (from a stored config, else
+    from ``cfg.hf_path``)."""
     if cfg.frontend == "ssl":
         return SSLFrontEnd(cfg)
+    if cfg.frontend == "whisper":
+        from model.whisper_frontend import WhisperFrontEnd
+
+        return WhisperFrontEnd(cfg.whisper_layers, cfg.whisper_stride)
     if cfg.frontend == "hf":
         from model.hf_frontend import HFFrontEnd
 

@@ -74,9 +74,21 @@ class Job:
         return f"audio/{self.split}/{self.uid}.wav"
 
 
-def tone_prosody(sentiment: str, rng: random.Random) -> tuple[str, dict]:
-    """Draw prosody for a sentiment: positive brighter/faster, negative lower and tense or weary."""
-    tone = sentiment if sentiment != "negative" else rng.choice(("negative-tense", "negative-weary"))
+TONE_POLICIES = ("independent", "label")
+
+
+def tone_prosody(sentiment: str, rng: random.Random, policy: str = "independent") -> tuple[str, dict]:
+    """Draw prosody for an utterance. ``label``: from its sentiment (positive brighter/faster, negative
+    lower and tense or weary). ``independent`` (the default): any of the four tones whatever the label,
+    so the corpus varies delivery without teaching that delivery names the class -- real callers do
+    not follow the generator's rules, and a model that learns them loses ~4 points of UA on voices
+    that do not (docs/model-report.md)."""
+    if policy == "independent":
+        tone = rng.choice(sorted(TONES))
+    elif policy == "label":
+        tone = sentiment if sentiment != "negative" else rng.choice(("negative-tense", "negative-weary"))
+    else:
+        raise ValueError(f"unknown tone policy {policy!r}; expected one of {TONE_POLICIES}")
     (rate, semis, rng_f, level), (sd_r, sd_s, sd_f, sd_l) = TONES[tone]
     return tone, {
         "rate": float(np.clip(rng.gauss(rate, sd_r), 0.75, 1.35)),
@@ -101,13 +113,16 @@ TEST_DESIGNS = ("held-out", "train-sentences", "train-voices")
 def plan_corpus(n_utterances: int, seed: int, conditions: Sequence[str] = CONDITIONS,
                 nonspeech_fraction: float = 0.1, test_fraction: float = 0.2,
                 withhold_fraction: float = 0.1, test_design: str = "held-out",
-                grammar: str = DEFAULT_GRAMMAR) -> list[Job]:
+                grammar: str = DEFAULT_GRAMMAR, tone_policy: str = "independent") -> list[Job]:
     """The deterministic list of utterances: splits, classes (balanced per split), voices, texts, tone.
 
     ``test_design`` says what the test split holds out: "held-out" (the default) both its voices and
     its sentences; "train-sentences" only its voices (sentences from the training design); "train-voices"
     only its sentences (spoken by training voices). The two partial designs tell which of the two a
-    held-out figure is lost to. ``grammar`` names the sentence grammar (model.data.sentences.GRAMMARS)."""
+    held-out figure is lost to. ``grammar`` names the sentence grammar (model.data.sentences.GRAMMARS);
+    ``tone_policy`` how prosody is drawn (`tone_prosody`)."""
+    if tone_policy not in TONE_POLICIES:
+        raise ValueError(f"unknown tone policy {tone_policy!r}; expected one of {TONE_POLICIES}")
     if test_design not in TEST_DESIGNS:
         raise ValueError(f"unknown test design {test_design!r}; expected one of {TEST_DESIGNS}")
     for c in conditions:
@@ -149,7 +164,7 @@ def plan_corpus(n_utterances: int, seed: int, conditions: Sequence[str] = CONDIT
                 job.template_ids.append(s.template_id)
             pool = by_split[voice_split] if any(by_split[voice_split].values()) else by_split["train"]
             job.voice = _pick_voice(pool, rng)
-            job.tone, job.prosody = tone_prosody(job.sentiment, rng)
+            job.tone, job.prosody = tone_prosody(job.sentiment, rng, tone_policy)
             if split == "train" and rng.random() < withhold_fraction:
                 job.withheld = rng.choice(("transcript", "sentiment", "both"))
         jobs.append(job)
@@ -237,6 +252,7 @@ def manifest_entry(job: Job, facts: dict) -> ManifestEntry:
                              group=group, split=job.split)
     v = job.voice
     group.update(engine=v.engine, voice=v.name, gender=v.gender_guess, accent=v.accent, tone=job.tone,
+                 label=job.sentiment,
                  sentences=str(len(job.texts)), templates=",".join(job.template_ids))
     transcript, sentiment = " ".join(job.texts), job.sentiment
     if job.withheld:
@@ -254,7 +270,7 @@ def manifest_entry(job: Job, facts: dict) -> ManifestEntry:
 def synth_corpus(out_dir: str | Path, n_utterances: int, seed: int = 0, conditions: Sequence[str] = CONDITIONS,
                  nonspeech_fraction: float = 0.1, test_fraction: float = 0.2, workers: int = 2,
                  withhold_fraction: float = 0.1, progress: bool = True, test_design: str = "held-out",
-                 grammar: str = DEFAULT_GRAMMAR) -> Path:
+                 grammar: str = DEFAULT_GRAMMAR, tone_policy: str = "independent") -> Path:
     """Render the corpus into ``out_dir``; write ``train.jsonl``, ``test.jsonl``, ``stats.json``.
 
     Returns the train manifest's path. Utterances whose synthesis fails are
@@ -263,7 +279,7 @@ def synth_corpus(out_dir: str | Path, n_utterances: int, seed: int = 0, conditio
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = plan_corpus(n_utterances, seed, conditions, nonspeech_fraction, test_fraction, withhold_fraction,
-                       test_design, grammar)
+                       test_design, grammar, tone_policy)
     facts: dict[str, dict] = {}
     failures: list[str] = []
     started = time.monotonic()
@@ -286,7 +302,7 @@ def synth_corpus(out_dir: str | Path, n_utterances: int, seed: int = 0, conditio
         write_manifest(out_dir / f"{split}.jsonl", [e for e, _ in items])
     rendered = sum(not f["skipped"] for f in facts.values())
     stats = corpus_stats([(e, f["duration_s"]) for items in entries.values() for e, f in items])
-    stats.update(seed=seed, grammar=grammar, test_design=test_design, requested=n_utterances,
+    stats.update(seed=seed, grammar=grammar, test_design=test_design, tone_policy=tone_policy, requested=n_utterances,
                  rendered_now=rendered, failures=failures[:50],
                  failure_count=len(failures), seconds=round(elapsed, 1),
                  utterances_per_s=round(rendered / elapsed, 2) if elapsed > 0 and rendered else None)
@@ -303,8 +319,9 @@ def corpus_stats(items: Sequence[tuple[ManifestEntry, float]]) -> dict:
         "entries": len(items),
         "hours": round(float(durs.sum()) / 3600, 3),
         "split": count(lambda e: e.split),
-        # the true class, also for entries whose label was withheld (the tone group keeps it)
-        "class": count(lambda e: f"{e.split}:{e.group.get('tone', 'no_speech').split('-')[0]}"),
+        # the true class, also for entries whose label was withheld (the label group keeps it;
+        # older corpora drew tone from the label, so there the tone names the class)
+        "class": count(lambda e: f"{e.split}:{e.group.get('label') or e.group.get('tone', 'no_speech').split('-')[0]}"),
         "tone": count(lambda e: e.group.get("tone", "no_speech")),
         "engine": count(lambda e: f"{e.split}:{e.group.get('engine')}"),
         "voices": {s: len({e.speaker for e, _ in items if e.split == s and e.speaker}) for s in ("train", "test")},
@@ -326,7 +343,7 @@ def _run(args: argparse.Namespace) -> int:
 
     manifest = synth_corpus(args.out, args.n, args.seed, tuple(args.conditions), args.nonspeech_fraction,
                             args.test_fraction, args.workers, args.withhold_fraction, progress=not args.quiet,
-                            test_design=args.test_design, grammar=args.grammar)
+                            test_design=args.test_design, grammar=args.grammar, tone_policy=args.tone_policy)
     stats = json.loads((manifest.parent / "stats.json").read_text())
     table = Table(title=f"synthetic corpus in {manifest.parent}")
     table.add_column("what")
@@ -364,6 +381,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--grammar", choices=tuple(GRAMMARS), default=DEFAULT_GRAMMAR,
                    help=f"sentence grammar (default {DEFAULT_GRAMMAR}); broad adds twice the templates and many more "
                         "phrases per slot, and keeps every core held-out phrase and template held out")
+    p.add_argument("--tone-policy", choices=TONE_POLICIES, default="independent",
+                   help="independent (default): each utterance's prosody drawn whatever its label; label: "
+                        "positive brighter and faster, negative lower and tense or weary (the older corpora)")
     p.add_argument("--withhold-fraction", type=float, default=0.1,
                    help="share of train entries whose transcript and/or label is dropped for pseudo-labelling")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -21,13 +21,14 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.data.augment import WaveformAugmenter, spec_augment
 from model.data.dataset import WindowDataset, collate_windows
+from model.data.feature_cache import FeatureDataset
 from model.data.manifest import SENTIMENTS, read_manifest
 from model.data.sampling import uniform_label_sampler
 from model.evaluate import normalize_text
 from model.layers import TransformerStack
 from model.network import VoiceToneNet, build_frontend
 from model.tokenizer import PAD, CharTokenizer
-from model.train.common import (TrainConfig, batch_stream, entry_duration, freeze, seed_everything,
+from model.train.common import (TrainConfig, batch_stream, entry_duration, frontend_output, freeze, seed_everything,
                                 select_device, stage_metrics, summarize, to_device, train_loop, write_metrics)
 
 log = logging.getLogger(__name__)
@@ -123,10 +124,10 @@ def load_frontend(init: str | None, cfg: ModelConfig | None, device):
         fe = build_frontend(cfg, ck.get("hf_config"))
         fe.load_state_dict(ck["state"]["frontend"])
         return cfg, fe.to(device), ck.get("metrics", {}), ck.get("hf_config")
-    if cfg is None or cfg.frontend != "hf":
-        raise ValueError("asr stage needs --init (a pretrain checkpoint) or an 'hf' front end")
+    if cfg is None or cfg.frontend not in ("hf", "whisper"):
+        raise ValueError("asr stage needs --init (a pretrain checkpoint), the 'whisper' or an 'hf' front end")
     fe = build_frontend(cfg)
-    return cfg, fe.to(device), {}, fe.config_dict()
+    return cfg, fe.to(device), {}, (fe.config_dict() if cfg.frontend == "hf" else None)
 
 
 def warm_start(net: VoiceToneNet, init: str | None, tok: CharTokenizer) -> None:
@@ -171,13 +172,15 @@ def grow_as_identity(encoder: nn.Module, loaded: set[str]) -> list[int]:
 
 
 @torch.no_grad()
-def decode_eval(net: VoiceToneNet, tok: CharTokenizer, dataset: WindowDataset, device, n: int = 32) -> dict[str, float]:
-    """Greedy-decode up to n training windows: sentiment-token accuracy and character error rate."""
+def decode_eval(net: VoiceToneNet, tok: CharTokenizer, dataset, device, n: int = 32) -> dict[str, float]:
+    """Greedy-decode up to n training windows (audio or cached features): sentiment-token accuracy and
+    character error rate."""
     net.eval()
     n = min(n, len(dataset))
     items = [dataset[i] for i in range(n)]
-    batch = to_device(collate_windows(items), device)
-    enc, mask = net.encode(batch["audio"], batch["lengths"])
+    batch = to_device(getattr(dataset, "collate", collate_windows)(items), device)
+    h, mask = frontend_output(net, batch)
+    enc = net.asr.encode(h, mask)
     seqs = net.asr.greedy_decode(enc, mask, tok.sentiment_ids)
     correct, edits, chars = 0, 0, 0
     for it, s in zip(items, seqs):
@@ -206,6 +209,11 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
     entries = asr_entries(read_manifest(tc.manifest), tc.window_s)
     if not entries:
         raise ValueError(f"{tc.manifest}: no speech entries with transcript and sentiment")
+    features = tc.extra.get("features")
+    cached = (FeatureDataset(features, where=lambda r: bool(r["transcript"]) and r["sentiment"] >= 0)
+              if features else None)
+    if cached is not None and cached.dim != frontend.out_dim:
+        raise ValueError(f"{features}: features of width {cached.dim}, the front end gives {frontend.out_dim}")
     tok = CharTokenizer.build(e.transcript for e in entries)
     net = VoiceToneNet(cfg, len(tok), frontend=frontend).to(device)
     phone_weight = float(tc.extra.get("phone_weight", 0.0))
@@ -239,8 +247,16 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
         freeze(net.frontend)
     aug = (WaveformAugmenter(seed=tc.seed, sample_rate=cfg.sample_rate, noise_kinds=tc.noise_kinds)
            if tc.augment else None)
-    dataset = WindowDataset(entries, cfg.sample_rate, tc.window_s, augment=aug, seed=tc.seed)
-    labels = [entries[dataset.entry_index(i)].label_index for i in range(len(dataset))]
+    if cached is not None:
+        if train_frontend:
+            raise ValueError("--features holds the frozen front end's output: it cannot go with --train-frontend")
+        dataset = cached
+        labels = dataset.item_labels()
+        log.info("asr: %d cached windows with transcripts from %s", len(dataset), features)
+    else:
+        dataset = WindowDataset(entries, cfg.sample_rate, tc.window_s, augment=aug, seed=tc.seed)
+        labels = [entries[dataset.entry_index(i)].label_index for i in range(len(dataset))]
+
     def specaug(feats, lengths):  # global RNG: restored on resume
         return spec_augment(feats, lengths) if tc.augment else feats
 
@@ -254,8 +270,9 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
         batch = to_device(batch, device)
         tokens = pad_tokens([tok.encode(SENTIMENTS[int(batch["sentiment"][i])], batch["transcripts"][i])
                              for i in keep], device)
+        rows = {k: batch[k][keep] for k in ("audio", "lengths", "features", "feature_lengths") if k in batch}
         with torch.set_grad_enabled(train_frontend):
-            h, mask = net.frontend(batch["audio"][keep], batch["lengths"][keep], augment=specaug)
+            h, mask = frontend_output(net, rows, augment=specaug)
         enc = net.asr.encode(h, mask)
         out = net.asr.loss(enc, mask, tokens)
         if phone_head is not None:
@@ -282,7 +299,8 @@ def run_asr(tc: TrainConfig, cfg: ModelConfig | None = None, name: str = "voicet
     history = train_loop(desc="asr", tc=tc, trainable=trainable, step_fn=step,
                          batches=lambda s: batch_stream(dataset, order, tc, s), device=device)
     summary = summarize(history)
-    plain = WindowDataset(entries, cfg.sample_rate, tc.window_s, seed=tc.seed, random_crop=False)
+    plain = cached if cached is not None else WindowDataset(entries, cfg.sample_rate, tc.window_s, seed=tc.seed,
+                                                            random_crop=False)
     evals = decode_eval(net, tok, plain, device, n=int(tc.extra.get("eval_items", 32)))
     metrics = dict(prev_metrics)
     metrics["asr"] = stage_metrics(summary, tc, **evals, windows=len(dataset))

@@ -20,11 +20,12 @@ from model.classifier import classifier_heads
 from model.config import ModelConfig
 from model.data.augment import WaveformAugmenter
 from model.data.dataset import WindowDataset, collate_windows
+from model.data.feature_cache import FeatureDataset
 from model.data.manifest import read_manifest
 from model.data.sampling import class_weights
 from model.network import VoiceToneNet
 from model.tokenizer import CharTokenizer
-from model.train.common import (TrainConfig, batch_stream, freeze, seed_everything, select_device,
+from model.train.common import (TrainConfig, batch_stream, freeze, frontend_output, seed_everything, select_device,
                                 shuffled_order, stage_metrics, summarize, to_device, train_loop, write_metrics)
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,11 @@ def load_asr_net(path: str, device, head: str | None = None,
 
 
 @torch.no_grad()
-def accuracy_eval(net: VoiceToneNet, dataset: WindowDataset, device, batch_size: int = 16,
+def accuracy_eval(net: VoiceToneNet, dataset, device, batch_size: int = 16,
                   max_items: int = 256, heads: list[nn.Module] | None = None) -> list[dict[str, float]]:
     """Sentiment accuracy / macro recall and speech accuracy on (un-augmented) windows: of the
-    network's classifier, then of each of ``heads`` (classifiers on the same encoder), in that order."""
+    network's classifier, then of each of ``heads`` (classifiers on the same encoder), in that order.
+    ``dataset``: audio windows, or cached front-end features."""
     net.eval()
     classifiers = [net.classifier, *(heads or [])]
     n = min(len(dataset), max_items)
@@ -74,8 +76,10 @@ def accuracy_eval(net: VoiceToneNet, dataset: WindowDataset, device, batch_size:
     ps: list[list[torch.Tensor]] = [[] for _ in classifiers]
     sp: list[list[torch.Tensor]] = [[] for _ in classifiers]
     for i in range(0, n, batch_size):
-        b = to_device(collate_windows([dataset[j] for j in range(i, min(n, i + batch_size))]), device)
-        enc, mask = net.encode(b["audio"], b["lengths"])
+        collate = getattr(dataset, "collate", collate_windows)
+        b = to_device(collate([dataset[j] for j in range(i, min(n, i + batch_size))]), device)
+        h, mask = frontend_output(net, b)
+        enc = net.asr.encode(h, mask)
         for c, classifier in enumerate(classifiers):
             sent, speech = classifier(enc, mask)
             ps[c].append(sent.argmax(-1).cpu())
@@ -106,8 +110,18 @@ def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: floa
     entries = read_manifest(tc.manifest)
     aug = (WaveformAugmenter(seed=tc.seed, sample_rate=cfg.sample_rate, noise_kinds=tc.noise_kinds)
            if tc.augment else None)
-    dataset = WindowDataset(entries, cfg.sample_rate, tc.window_s, augment=aug, seed=tc.seed)
-    labels = [entries[dataset.entry_index(i)].label_index for i in range(len(dataset))]
+    features = tc.extra.get("features")
+    if features:
+        # 5 s of each cached window, as the service classifies (the cache may hold longer ASR windows)
+        dataset = FeatureDataset(features, seed=tc.seed)
+        dataset.max_frames = int(round(tc.window_s * dataset.meta["frames_per_s"]))
+        if dataset.dim != net.frontend.out_dim:
+            raise ValueError(f"{features}: features of width {dataset.dim}, the front end gives {net.frontend.out_dim}")
+        labels = dataset.item_labels()
+        log.info("classifier: %d cached windows from %s", len(dataset), features)
+    else:
+        dataset = WindowDataset(entries, cfg.sample_rate, tc.window_s, augment=aug, seed=tc.seed)
+        labels = [entries[dataset.entry_index(i)].label_index for i in range(len(dataset))]
     weights = class_weights(labels).to(device)
     log.info("classifier: class weights %s", weights.tolist())
 
@@ -116,7 +130,8 @@ def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: floa
     def step(batch):
         batch = to_device(batch, device)
         with torch.no_grad():
-            enc, mask = net.encode(batch["audio"], batch["lengths"])
+            h, mask = frontend_output(net, batch)
+            enc = net.asr.encode(h, mask)
         y = batch["sentiment"]
         has = y >= 0
         # every head is fitted on its own loss (their sum: each head's gradient is the one it would get alone)
@@ -142,7 +157,8 @@ def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: floa
                          batches=lambda s: batch_stream(dataset, shuffled_order(len(dataset), tc.seed), tc, s),
                          device=device, clip_groups=clip_groups)
     summary = summarize(history)
-    plain = WindowDataset(entries, cfg.sample_rate, tc.window_s, seed=tc.seed, random_crop=False)
+    plain = dataset if features else WindowDataset(entries, cfg.sample_rate, tc.window_s, seed=tc.seed,
+                                                   random_crop=False)
     # with several heads, each head's own figures too: the spread that their average narrows
     evals, *each = accuracy_eval(net, plain, device, max_items=int(tc.extra.get("eval_items", 256)),
                                  heads=head_modules if len(head_modules) > 1 else None)

@@ -76,6 +76,9 @@ def _common(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
                    help=f"additive noises of the asr and classifier stages' augmentation, drawn uniformly from "
                         f"this list; a kind named twice is drawn twice as often (default: {','.join(NOISE_KINDS)})")
     p.add_argument("--name", default="voicetone", help="model name (the version is name + weights hash)")
+    p.add_argument("--features", metavar="DIR",
+                   help="train on a cache of the frozen front end's output (voicetone data features) instead of "
+                        "running the front end on audio every step (asr and classifier stages)")
 
 
 def _with_config_flags(p: argparse.ArgumentParser) -> None:
@@ -101,6 +104,7 @@ def _run_asr(args) -> int:
     tc.extra["phone_weight"] = args.phone_weight
     tc.extra["bow_weight"] = args.bow_weight
     tc.extra["train_frontend"] = args.train_frontend
+    tc.extra["features"] = args.features
     s = run_asr(tc, _model_config(args), name=args.name)
     print(json.dumps({"stage": "asr", "first_loss": s["first"]["loss"], "last_loss": s["last"]["loss"],
                       "decode_sentiment_acc": s["decode_sentiment_acc"], "decode_cer": s["decode_cer"]}))
@@ -111,7 +115,9 @@ def _run_classifier(args) -> int:
     _log_setup()
     from model.train.classifier_stage import run_classifier
 
-    s = run_classifier(_train_config(args), name=args.name, speech_weight=args.speech_weight, head=args.head,
+    tc = _train_config(args)
+    tc.extra["features"] = args.features
+    s = run_classifier(tc, name=args.name, speech_weight=args.speech_weight, head=args.head,
                        heads=args.heads)
     print(json.dumps({"stage": "classifier", "first_loss": s["first"]["loss"], "last_loss": s["last"]["loss"]}
                      | {k: v for k, v in s.items() if k.startswith("eval_")}))

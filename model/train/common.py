@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from model.data.augment import NOISE_KINDS
 from model.data.dataset import WindowDataset, collate_windows, wav_duration
 from model.data.manifest import ManifestEntry
+from model.features import length_mask
 from model.inference import resolve_device
 from model.progress import ProgressBar
 
@@ -131,7 +132,7 @@ def batch_stream(dataset: WindowDataset, order: Callable[[int], Sequence[int]], 
     dataset.fetch_threads = (tc.fetch_threads or torch.get_num_threads()) if tc.num_workers == 0 else 1
     # own generator: creating a loader must not draw from the global RNG, which the
     # resumable state restores (masking and SpecAugment draw from it)
-    loader = DataLoader(dataset, batch_sampler=keyed_batches(), collate_fn=collate_windows,
+    loader = DataLoader(dataset, batch_sampler=keyed_batches(), collate_fn=getattr(dataset, "collate", collate_windows),
                         num_workers=tc.num_workers, generator=torch.Generator().manual_seed(tc.seed),
                         prefetch_factor=4 if tc.num_workers else None)
     yield from loader
@@ -360,6 +361,20 @@ def write_metrics(out: str | Path, stage: str, summary: dict[str, Any], tc: Trai
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1))
     return path
+
+
+def frontend_output(net, batch: dict[str, Any], augment=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The front end's output and mask for a batch of audio windows, or the cached front-end features
+    (``model.data.feature_cache``: the frozen front end already ran). ``augment`` (SpecAugment) acts on
+    the front end's input, or on cached features."""
+    if "features" in batch:
+        h = batch["features"]
+        mask = length_mask(batch["feature_lengths"].to(h.device), h.shape[1])
+        if augment is not None:
+            h = augment(h, batch["feature_lengths"].to(h.device))
+    else:
+        h, mask = net.frontend(batch["audio"], batch["lengths"], augment=augment)
+    return h, mask
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def shipped_recipe(data: str | Path = "data") -> list[Step]:
     two, three = synth_x / "train.combined.jsonl", synth_b / "train.combined.jsonl"
     return [
         Step("corpus", synth / "train.jsonl", 5,
-             ("data", "synth", "--out", str(synth), "--n", "4000", "--seed", "1", "--workers", "2"),
+             ("data", "synth", "--out", str(synth), "--tone-policy", "label", "--n", "4000", "--seed", "1", "--workers", "2"),
              about="4,000 utterances (3,200 train / 800 held-out test), 7.2 h"),
         Step("pseudo-labels", core, 21, ("data", "pseudo-label", str(synth / "train.jsonl"), "--out", str(core)),
              about="PocketSphinx + VADER fill the 10 % of entries whose transcript or label was withheld"),
@@ -115,7 +115,7 @@ def shipped_recipe(data: str | Path = "data") -> list[Step]:
                   train_frontend=False),
              about="ASR encoder + decoder on '<sentiment> transcript', front end frozen"),
         Step("second corpus", synth_x / "train.jsonl", 14,
-             ("data", "synth", "--out", str(synth_x), "--n", "16000", "--seed", "2", "--workers", "2",
+             ("data", "synth", "--out", str(synth_x), "--tone-policy", "label", "--n", "16000", "--seed", "2", "--workers", "2",
               "--test-fraction", "0", "--withhold-fraction", "0")),
         Step("manifest: two corpora", two, 0,
              action=lambda: combine_manifests(two, [synth / "train.jsonl", synth_x / "train.jsonl"]),
@@ -123,7 +123,7 @@ def shipped_recipe(data: str | Path = "data") -> list[Step]:
         Step("stage 2 on (fourth checkpoint)", d / "s11" / "asr.pt", 43,
              _asr(two, d / "ckpt2" / "asr.pt", d / "s11" / "asr.pt", 8000, 1e-3, 0, train_frontend=False)),
         Step("broad-grammar corpus", synth_b / "train.jsonl", 17,
-             ("data", "synth", "--out", str(synth_b), "--n", "20000", "--seed", "8", "--workers", "2",
+             ("data", "synth", "--out", str(synth_b), "--tone-policy", "label", "--n", "20000", "--seed", "8", "--workers", "2",
               "--test-fraction", "0", "--withhold-fraction", "0", "--grammar", "broad")),
         Step("manifest: three corpora", three, 0,
              action=lambda: combine_manifests(three, [synth / "train.jsonl", synth_x / "train.jsonl",
@@ -161,7 +161,7 @@ def _against_shipped(d: Path, made: Path) -> list[Step]:
     synth, synth_t, ev = d / "synth", d / "synth-t", d / "eval"
     return [
         Step("second held-out set", synth_t / "test.jsonl", 2,
-             ("data", "synth", "--out", str(synth_t), "--n", "2500", "--seed", "4", "--workers", "2",
+             ("data", "synth", "--out", str(synth_t), "--tone-policy", "label", "--n", "2500", "--seed", "4", "--workers", "2",
               "--test-fraction", "1", "--withhold-fraction", "0"),
              about="2,500 clips of held-out voices and sentences, fresh renderings"),
         Step("held-out evaluation, second set", ev / "recipe-t" / "report.json", 5,
