@@ -128,17 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.set_defaults(func=cmd_analyze)
 
-    data = sub.add_parser("data", help="corpus building: synth, pseudo-label, align, features")
+    data = sub.add_parser("data", help="corpus building: synth, pseudo-label, align, features, real-eval")
     dsub = data.add_subparsers(dest="data_command", metavar="COMMAND")
     dsub.required = True
     from model.data.align import add_cli as add_align_cli
     from model.data.cli import add_cli as add_data_cli
     from model.data.feature_cache import add_cli as add_features_cli
+    from model.data.real_eval import add_cli as add_real_eval_cli
     from model.data.synth import add_cli as add_synth_cli
     add_synth_cli(dsub)
     add_data_cli(dsub)
     add_align_cli(dsub)
     add_features_cli(dsub)
+    add_real_eval_cli(dsub)
 
     train = sub.add_parser("train", help="training stages: pretrain, asr, classifier; recipe: the shipped chain")
     tsub = train.add_subparsers(dest="train_command", metavar="STAGE")
