@@ -63,9 +63,9 @@ def _str_field(d: Mapping, name: str, max_chars: int) -> str:
     return x
 
 
-def _meta_field(d: Mapping) -> Optional[dict]:
-    """``meta``: absent/nil, or a map of up to 16 str keys (1..64 chars) to str values (up to 1024 chars)."""
-    x = d.get("meta")
+def check_meta(x: Any) -> Optional[dict]:
+    """A frame's ``meta``: None, or a map of up to 16 str keys (1..64 chars) to str values (up to 1024
+    chars), returned as a new dict. Raises FrameError."""
     if x is None:
         return None
     if type(x) is not dict:
@@ -122,7 +122,7 @@ def check_frame_fields(d: Any) -> dict:
     end = d.get("end", False)
     if type(end) is not bool:
         raise FrameError("bad_field", f"end must be a bool, not {_type_name(end)}")
-    meta = _meta_field(d)
+    meta = check_meta(d.get("meta"))
     if len(audio) % SAMPLE_WIDTH[encoding]:
         raise FrameError("misaligned_audio",
                          f"{len(audio)} bytes is not a multiple of the {SAMPLE_WIDTH[encoding]}-byte {encoding} sample")
