@@ -86,6 +86,13 @@ class SegmentEvent(_Event):
     label: Label
 
 
+_StartTs = Annotated[Optional[_Ms], Field(
+    description="wall-clock time of the channel's audio offset 0, epoch ms, from its frames' ts_ms; "
+                "null when they carry none")]
+_Meta = Annotated[dict[str, str], Field(
+    default_factory=dict, description="the channel's frame metadata (ids such as transactionId); {} when none")]
+
+
 class AggregateEvent(_Event):
     """Running summaries after a segment."""
 
@@ -93,6 +100,8 @@ class AggregateEvent(_Event):
     segment_index: _Ms
     current: Summary
     overall: Summary
+    audio_start_ts_ms: _StartTs = None
+    meta: _Meta
 
 
 class CallEvent(_Event):
@@ -103,6 +112,9 @@ class CallEvent(_Event):
     segments: _Ms
     duration_ms: _Ms
     ended_by: EndedBy
+    current: Optional[Summary] = Field(None, description="the most recent 30 s of active speech at the end")
+    audio_start_ts_ms: _StartTs = None
+    meta: _Meta
 
 
 class DeadLetter(_Strict):

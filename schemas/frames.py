@@ -35,8 +35,9 @@ MAX_CALL_ID_CHARS = 256
 MAX_CHANNEL_CHARS = 64
 MAX_SEQ = 2**53  # largest integer a JSON consumer can hold exactly
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
+MAX_META_ENTRIES, MAX_META_KEY_CHARS, MAX_META_VALUE_CHARS = 16, 64, 1024
 REQUIRED_FIELDS: tuple[str, ...] = ("v", "call_id", "seq", "sample_rate", "encoding", "audio")
-OPTIONAL_FIELDS: tuple[str, ...] = ("channel", "ts_ms", "end")
+OPTIONAL_FIELDS: tuple[str, ...] = ("channel", "ts_ms", "end", "meta")
 FIELDS = frozenset(REQUIRED_FIELDS + OPTIONAL_FIELDS)
 
 
@@ -60,6 +61,23 @@ def _str_field(d: Mapping, name: str, max_chars: int) -> str:
     if not x or len(x) > max_chars:
         raise FrameError("bad_field", f"{name} must have 1..{max_chars} characters, has {len(x)}")
     return x
+
+
+def check_meta(x: Any) -> Optional[dict]:
+    """A frame's ``meta``: None, or a map of up to 16 str keys (1..64 chars) to str values (up to 1024
+    chars), returned as a new dict. Raises FrameError."""
+    if x is None:
+        return None
+    if type(x) is not dict:
+        raise FrameError("bad_field", f"meta must be a map, not {_type_name(x)}")
+    if len(x) > MAX_META_ENTRIES:
+        raise FrameError("bad_field", f"meta has {len(x)} entries, at most {MAX_META_ENTRIES}")
+    for k, val in x.items():
+        if type(k) is not str or not 1 <= len(k) <= MAX_META_KEY_CHARS:
+            raise FrameError("bad_field", f"meta keys must be str of 1..{MAX_META_KEY_CHARS} characters")
+        if type(val) is not str or len(val) > MAX_META_VALUE_CHARS:
+            raise FrameError("bad_field", f"meta[{k!r}] must be a str of at most {MAX_META_VALUE_CHARS} characters")
+    return dict(x)
 
 
 def check_frame_fields(d: Any) -> dict:
@@ -104,11 +122,12 @@ def check_frame_fields(d: Any) -> dict:
     end = d.get("end", False)
     if type(end) is not bool:
         raise FrameError("bad_field", f"end must be a bool, not {_type_name(end)}")
+    meta = check_meta(d.get("meta"))
     if len(audio) % SAMPLE_WIDTH[encoding]:
         raise FrameError("misaligned_audio",
                          f"{len(audio)} bytes is not a multiple of the {SAMPLE_WIDTH[encoding]}-byte {encoding} sample")
     return {"v": v, "call_id": call_id, "channel": channel, "seq": seq, "sample_rate": sample_rate,
-            "encoding": encoding, "audio": audio, "ts_ms": ts_ms, "end": end}
+            "encoding": encoding, "audio": audio, "ts_ms": ts_ms, "end": end, "meta": meta}
 
 
 class WireFields(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -124,6 +143,10 @@ class WireFields(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     channel: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHANNEL_CHARS)] = "0"
     ts_ms: Optional[Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]] = None
     end: bool = False
+    meta: Optional[Annotated[
+        dict[Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_META_KEY_CHARS)],
+             Annotated[str, msgspec.Meta(max_length=MAX_META_VALUE_CHARS)]],
+        msgspec.Meta(max_length=MAX_META_ENTRIES)]] = None
 
 
 _FAST_DECODER = msgspec.msgpack.Decoder(WireFields)
@@ -155,6 +178,12 @@ class AudioFrame(BaseModel):
     ts_ms: Optional[int] = Field(None, ge=0, le=MAX_SEQ,
                                  description="wall-clock time of the first sample, epoch milliseconds")
     end: bool = Field(False, description="true on the channel's last frame (may carry no audio)")
+    meta: Optional[dict[str, str]] = Field(
+        None, description="the channel's call metadata, passed through to its aggregate and call events (e.g. "
+        "transactionId, voiceConnectorId, streamArn); usually on the first frame only; a key keeps its first value",
+        json_schema_extra={"maxProperties": MAX_META_ENTRIES,
+                           "propertyNames": {"minLength": 1, "maxLength": MAX_META_KEY_CHARS},
+                           "additionalProperties": {"type": "string", "maxLength": MAX_META_VALUE_CHARS}})
 
     @model_validator(mode="before")
     @classmethod
@@ -259,14 +288,14 @@ def decode_frame(raw: bytes, key: bytes | str | None = None, max_frame_bytes: in
 def encode_frame(frame_or_fields: AudioFrame | Mapping[str, Any]) -> bytes:
     """Serialise a frame (model or field dict, validated) to the msgpack wire form.
 
-    ``ts_ms`` is left out when unset and ``end`` when false, to keep frames small.
+    ``ts_ms`` and ``meta`` are left out when unset and ``end`` when false, to keep frames small.
     """
     if isinstance(frame_or_fields, AudioFrame):
         fields = {
             "v": frame_or_fields.v, "call_id": frame_or_fields.call_id, "channel": frame_or_fields.channel,
             "seq": frame_or_fields.seq, "sample_rate": frame_or_fields.sample_rate,
             "encoding": frame_or_fields.encoding, "audio": frame_or_fields.audio,
-            "ts_ms": frame_or_fields.ts_ms, "end": frame_or_fields.end,
+            "ts_ms": frame_or_fields.ts_ms, "end": frame_or_fields.end, "meta": frame_or_fields.meta,
         }
     else:
         fields = dict(frame_or_fields) if isinstance(frame_or_fields, Mapping) else frame_or_fields
@@ -277,4 +306,6 @@ def encode_frame(frame_or_fields: AudioFrame | Mapping[str, Any]) -> bytes:
         del fields["ts_ms"]
     if not fields["end"]:
         del fields["end"]
+    if fields["meta"] is None:
+        del fields["meta"]
     return msgpack.packb(fields, use_bin_type=True)

@@ -25,7 +25,7 @@ import numpy as np
 from schemas.errors import FrameError
 from schemas.events import event_id, make_dead_letter
 from schemas.audio import SAMPLE_WIDTH, decode_valid_audio
-from schemas.frames import WireFields, decode_frame, fast_fields, key_matches
+from schemas.frames import MAX_META_ENTRIES, WireFields, decode_frame, fast_fields, key_matches
 from schemas.resample import resample_fft_rows
 from streams.aggregation import ChannelAggregate, InvalidSegment, SegmentResult
 from streams.batching import shape_groups, stack_windows
@@ -95,6 +95,7 @@ class _Channel:
     ended_by: Optional[str] = None
     duration_ms: int = 0
     ts_origin_ms: Optional[int] = None   # wall time of audio offset 0, from the frames' ts_ms
+    meta: dict = field(default_factory=dict)  # the frames' `meta`, a key's first value kept; replaced, never mutated
 
 
 class _Run:
@@ -112,6 +113,15 @@ class _Run:
         self.chunks: list[bytes] = []
         self.sizes: list[int] = []
         self.offsets: list[Optional[int]] = []
+
+
+def _merge_meta(ch: _Channel, meta: dict) -> None:
+    """Add a frame's ``meta`` to its channel's: a key keeps its first value (the ids in a channel's events
+    do not change mid-channel), at most ``MAX_META_ENTRIES`` keys; a new dict, as events share the old one."""
+    new = {k: v for k, v in meta.items() if k not in ch.meta}
+    room = MAX_META_ENTRIES - len(ch.meta)
+    if new and room > 0:
+        ch.meta = {**ch.meta, **dict(list(new.items())[:room])}
 
 
 def prepare_batch(windows: list[Window], rates: list[int], model_rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -304,7 +314,7 @@ class StreamProcessor:
             size = len(f.audio) // SAMPLE_WIDTH[f.encoding]
             # (the run's test inlined: this loop is the worker's hottest Python, ~4 us a frame)
             if (run is not None and f.seq == run.next_seq and f.encoding == run.encoding and not f.end
-                    and f.sample_rate == run.rate and partition == run.partition
+                    and f.meta is None and f.sample_rate == run.rate and partition == run.partition
                     and (f.ts_ms is None or run.state.ts_origin_ms is not None)
                     or run is None and (run := self._start_run(f, partition))) \
                     and (key is None or key_matches(key, f.call_id)) and size * 1000 <= max_ms * f.sample_rate:
@@ -322,7 +332,7 @@ class StreamProcessor:
 
     def _start_run(self, f: WireFields, partition: int) -> Optional["_Run"]:
         """A run for frame ``f`` if its channel is open and in order, else None."""
-        if f.end or f.encoding == "f32le":  # f32le: one NaN frame must not refuse its neighbours
+        if f.end or f.encoding == "f32le" or f.meta is not None:  # f32le: one NaN frame must not refuse its neighbours
             return None
         ch = self.channels.get((f.call_id, f.channel))
         if ch is None or ch.rate != f.sample_rate or ch.partition != partition or ch.ended_by is not None \
@@ -400,6 +410,8 @@ class StreamProcessor:
             w = reg.get(*ckey)
             before = (w.total_samples if w is not None else 0) - decoded.samples.size
             ch.ts_origin_ms = f.ts_ms - int(1000 * max(0, before) / rate)
+        if f.meta:
+            _merge_meta(ch, f.meta)
         out.gap_ms += int(1000 * res.gap_samples_filled / rate)
         # the call's length is its audio's, also when it ends before its first window
         ch.duration_ms = max(ch.duration_ms, 1000 * res.audio_samples // rate)
@@ -505,6 +517,7 @@ class StreamProcessor:
             "call_id": w.call_id, "channel": w.channel, "segment_index": w.index,
             "current": ch.aggregate.current(), "overall": ch.aggregate.overall(),
             "model_version": self.model_version, "emitted_at_ms": now_ms,
+            "audio_start_ts_ms": ch.ts_origin_ms, "meta": ch.meta,
         }
 
     def _call_event(self, ckey: Key, ch: _Channel) -> dict:
@@ -515,6 +528,7 @@ class StreamProcessor:
             "segments": ch.aggregate.segments, "duration_ms": int(ch.duration_ms),
             "ended_by": ch.ended_by or "end", "model_version": self.model_version,
             "emitted_at_ms": self.clock_ms(),
+            "current": ch.aggregate.current(), "audio_start_ts_ms": ch.ts_origin_ms, "meta": ch.meta,
         }
 
     def _bad_output(self, w: Window, err: InvalidSegment, now_ms: int) -> dict:
@@ -568,7 +582,8 @@ class StreamProcessor:
         return out
 
     def _snapshot(self, ckey: Key, ch: _Channel) -> list:
-        return [ckey[0], ckey[1], ch.rate, ch.aggregate.to_dict(), ch.duration_ms, ch.last_applied]
+        return [ckey[0], ckey[1], ch.rate, ch.aggregate.to_dict(), ch.duration_ms, ch.last_applied,
+                ch.ts_origin_ms, ch.meta]
 
     def _complete(self, partition: int) -> tuple[int, dict, Optional[int]]:
         pending = self._pending.pop(partition)
@@ -587,8 +602,11 @@ class StreamProcessor:
             # window indices go on from the checkpoint: a restored channel has
             # applied (and handed out) everything up to its last applied index
             last = int(rest[0]) if rest else aggregate.last_index
+            # checkpoints written before the channel's wall-clock origin and metadata were kept lack them
+            ts_origin, meta = (rest[1], dict(rest[2])) if len(rest) >= 3 else (None, {})
             self.channels[(c, chn)] = _Channel(partition, int(rate), aggregate, duration_ms=int(duration),
-                                               last_applied=last, last_handed=last)
+                                               last_applied=last, last_handed=last, ts_origin_ms=ts_origin,
+                                               meta=meta)
 
     def drop_partition(self, partition: int) -> None:
         """Forget a revoked partition: its new owner resumes from the table."""

@@ -21,7 +21,7 @@ def test_every_contract_command_exists():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     for name in ("demo", "worker", "broker", "replay", "watch", "analyze", "data", "train", "evaluate",
-                 "schemas", "report"):
+                 "schemas", "report", "chime"):
         assert name in sub.choices, name
     args = parser.parse_args(["replay", "a.wav", "b.wav", "--broker", "x:1", "--speed", "0", "--frame-ms", "20",
                               "--encoding", "mulaw", "--sample-rate", "8000", "--channel", "agent,customer"])

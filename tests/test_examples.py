@@ -1,11 +1,8 @@
 """The downstream examples' pure logic, without a broker."""
 
-from datetime import datetime
-
 import pytest
 
 from examples.call_scores import CallScoreStore
-from examples.chime_bridge import to_chime_voice_tone
 from examples.supervisor_alert import NegativeStreakDetector
 from tests._event_factory import aggregate, call, segment
 
@@ -86,47 +83,6 @@ def test_call_scores_upsert_replaces_with_newer_summary():
 def test_call_scores_rejects_unknown_url():
     with pytest.raises(ValueError):
         CallScoreStore("mysql://x")
-
-
-# --- chime_bridge ----------------------------------------------------------
-
-def test_chime_mapping_of_an_aggregate():
-    ev = aggregate("call-7", "customer", 14, "negative", "neutral")  # end_ms = 40 s
-    note = to_chime_voice_tone(ev, caller_channel="customer", channel_start_ms=1_700_000_000_000)
-    assert note["detail-type"] == "VoiceToneAnalysisStatus"
-    assert note["id"] == ev["event_id"]
-    d = note["detail"]
-    assert d["detailStatus"] == "VoiceToneAnalysisSuccessful"
-    assert d["callId"] == "call-7" and d["isCaller"] is True
-    cur = d["voiceToneAnalysisDetails"]["currentAverageVoiceTone"]
-    ovr = d["voiceToneAnalysisDetails"]["overallAverageVoiceTone"]
-    assert cur["voiceToneLabel"] == "negative" and ovr["voiceToneLabel"] == "neutral"
-    assert set(cur["voiceToneScore"]) == {"neutral", "positive", "negative"}
-    assert cur["voiceToneScore"]["negative"] == pytest.approx(0.8)
-    assert (cur["beginOffsetMillis"], cur["endOffsetMillis"]) == (10_000, 40_000)
-    start = datetime.fromisoformat(cur["startTime"].replace("Z", "+00:00")).timestamp()
-    end = datetime.fromisoformat(ovr["endTime"].replace("Z", "+00:00")).timestamp()
-    assert (start, end) == (1_700_000_010.0, 1_700_000_040.0)
-
-
-def test_chime_is_caller_false_for_agent_and_estimated_start():
-    ev = aggregate("c", "agent", 0, "positive", "positive")
-    note = to_chime_voice_tone(ev)
-    assert note["detail"]["isCaller"] is False and note["detail"]["participantRole"] == "AGENT"
-    ovr = note["detail"]["voiceToneAnalysisDetails"]["overallAverageVoiceTone"]
-    # without channel_start_ms the end of the audio is placed at the publish time
-    assert ovr["endTime"] == note["time"]
-
-
-def test_chime_call_summary_is_completed_and_no_speech_is_failure():
-    done = to_chime_voice_tone(call("c", "customer", "positive", 5))
-    assert done["detail"]["detailStatus"] == "VoiceToneAnalysisCompleted"
-    assert list(done["detail"]["voiceToneAnalysisDetails"]) == ["overallAverageVoiceTone"]
-    silent = to_chime_voice_tone(aggregate("c", "customer", 0, "no_speech", "no_speech"))
-    assert silent["detail"]["detailStatus"] == "VoiceToneAnalysisFailure"
-    assert "voiceToneAnalysisDetails" not in silent["detail"]
-    with pytest.raises(ValueError):
-        to_chime_voice_tone(segment("c", "customer", 0, "neutral"))
 
 
 def test_fixture_events_match_the_contract_models():

@@ -35,13 +35,22 @@ class EnergyModel:
         return np.array(speech, np.float32), np.array(sent, np.float32)
 
 
-def frames(call, channel, audio, rate=16000, frame_ms=100, encoding="pcm_s16le", end=True, start_seq=0):
+def frames(call, channel, audio, rate=16000, frame_ms=100, encoding="pcm_s16le", end=True, start_seq=0,
+           ts_start_ms=None, meta=None):
+    """Contract frames of ``audio``; with ``ts_start_ms`` each carries its ts_ms, with ``meta`` the first carries it."""
     step = rate * frame_ms // 1000
     n = -(-audio.size // step)
-    return [(call.encode(), encode_frame({
-        "v": 1, "call_id": call, "channel": channel, "seq": start_seq + i, "sample_rate": rate,
-        "encoding": encoding, "audio": encode_audio(encoding, audio[i * step:(i + 1) * step]),
-        "end": end and i == n - 1})) for i in range(n)]
+    out = []
+    for i in range(n):
+        f = {"v": 1, "call_id": call, "channel": channel, "seq": start_seq + i, "sample_rate": rate,
+             "encoding": encoding, "audio": encode_audio(encoding, audio[i * step:(i + 1) * step]),
+             "end": end and i == n - 1}
+        if ts_start_ms is not None:
+            f["ts_ms"] = ts_start_ms + i * frame_ms
+        if meta is not None and i == 0:
+            f["meta"] = meta
+        out.append((call.encode(), encode_frame(f)))
+    return out
 
 
 def tone(seconds, freq, rate=16000, amp=0.3):
@@ -178,9 +187,13 @@ def test_crash_and_resume_from_checkpoint_reemits_identical_events(crash_at):
     rng = np.random.default_rng(3)
     a = (0.2 * rng.standard_normal(16000 * 12)).astype(np.float32)
     b = tone(11.0, 700)
-    fa, fb = frames("ca", "0", a), frames("cb", "1", b)
+    # ca's ids and wall-clock origin come on its first frames only: a resumed worker gets them from the checkpoint
+    fa = frames("ca", "0", a, ts_start_ms=1_700_000_000_000, meta={"transactionId": "tx-a"})
+    fb = frames("cb", "1", b)
     msgs = [m for pair in zip(fa, fb) for m in pair] + fa[len(fb):]
     clean, _ = _drive(StreamProcessor(ProcessorConfig(), "v"), msgs)
+    assert {(e["audio_start_ts_ms"], e["meta"]["transactionId"]) for e in clean
+            if e["type"] != "segment" and e["call_id"] == "ca"} == {(1_700_000_000_000, "tx-a")}
 
     first = StreamProcessor(ProcessorConfig(), "v")
     before, states = _drive(first, msgs, checkpoint_every=7, crash_at=crash_at)
@@ -294,6 +307,8 @@ def _messy_traffic(seed: int) -> list[tuple[bytes, bytes, int]]:
                       "sample_rate": rate if rng.random() > 0.01 else 44100, "end": i == seqs[-1] and c % 2 == 0}
             if rng.random() < 0.3:
                 fields["ts_ms"] = 1_700_000_000_000 + i * 100
+            if rng.random() < 0.05:
+                fields["meta"] = {"transactionId": f"tx-{c}-{i}", f"k{i % 3}": "v"}
             value = msgpack.packb(fields, use_bin_type=True)
             key = call.encode() if rng.random() > 0.01 else b"other"
             msgs.append((key, value, partition if rng.random() > 0.01 else 1 - partition))
@@ -316,7 +331,7 @@ def _processor_state(p: StreamProcessor):
     regs = {k: r.checkpoint() for k, r in sorted(p.registries.items())}
     for cp in regs.values():  # LRU order may differ (a run touches its channel when committed): not state
         cp["channels"].sort(key=lambda c: (c["call_id"], c["channel"]))
-    chans = {k: (c.partition, c.rate, c.duration_ms, c.ts_origin_ms, c.outstanding, c.last_handed, c.ended_by)
+    chans = {k: (c.partition, c.rate, c.duration_ms, c.ts_origin_ms, c.meta, c.outstanding, c.last_handed, c.ended_by)
              for k, c in sorted(p.channels.items())}
     return p.frames, dict(p.last_offsets), dict(p.emitted), regs, chans
 
@@ -360,3 +375,21 @@ def test_ingest_many_batches_in_order_frames():
     out = p.ingest_many([(v, k, 0, off) for off, (k, v) in enumerate(msgs)])
     assert out.duplicates == 1 and len(out.windows) == 2 and len(out.calls) == 0  # results not in: calls wait
     assert len(slow) == 5  # the first frames (2), the duplicate, the end frames (2)
+
+
+def test_frame_meta_and_ts_reach_the_channels_events():
+    """A channel's metadata (a key keeps its first value) and its wall-clock origin are on every aggregate
+    and its call summary; the summary also has the final ``current``; other channels have none."""
+    a = frames("c1", "agent", tone(8.0, 300), ts_start_ms=1_700_000_000_000,
+               meta={"transactionId": "tx-1", "streamArn": "arn:s"})
+    later = msgpack.unpackb(a[5][1])
+    later["meta"] = {"transactionId": "changed", "channelId": "0"}
+    a[5] = (a[5][0], msgpack.packb(later, use_bin_type=True))
+    events = run(a + frames("c1", "customer", tone(6.0, 6000)))
+    agent = [e for e in events if e["channel"] == "agent" and e["type"] in ("aggregate", "call")]
+    assert {e["audio_start_ts_ms"] for e in agent} == {1_700_000_000_000}
+    assert agent[-1]["meta"] == {"transactionId": "tx-1", "streamArn": "arn:s", "channelId": "0"}
+    final = agent[-1]
+    assert final["type"] == "call" and final["current"] == agent[-2]["current"]
+    other = [e for e in events if e["channel"] == "customer" and e["type"] in ("aggregate", "call")]
+    assert all(e["meta"] == {} and e["audio_start_ts_ms"] is None for e in other)

@@ -57,10 +57,20 @@ def test_segment_json_has_exactly_contract_fields():
 def test_aggregate_and_call_fields():
     agg = orjson.loads(to_json(aggregate()))
     assert set(agg) == {"type", "v", "event_id", "call_id", "channel", "segment_index", "current", "overall",
-                        "model_version", "emitted_at_ms"}
+                        "model_version", "emitted_at_ms", "audio_start_ts_ms", "meta"}
+    assert agg["audio_start_ts_ms"] is None and agg["meta"] == {}
     assert set(agg["current"]) == {"start_ms", "end_ms", "active_speech_ms", "sentiment", "label"}
     c = orjson.loads(to_json(call()))
     assert c["type"] == "call" and c["ended_by"] == "idle_timeout" and c["segments"] == 12
+    assert (c["current"], c["audio_start_ts_ms"], c["meta"]) == (None, None, {})
+
+
+def test_events_without_the_later_fields_still_parse():
+    """Aggregate and call events written before audio_start_ts_ms, meta and the call's current existed."""
+    for ev, later in ((aggregate(), ("audio_start_ts_ms", "meta")), (call(), ("audio_start_ts_ms", "meta", "current"))):
+        old = {k: v for k, v in orjson.loads(to_json(ev)).items() if k not in later}
+        got = parse_event(orjson.dumps(old))
+        assert got.meta == {} and got.audio_start_ts_ms is None
 
 
 def test_dead_letter_keeps_raw_bytes():

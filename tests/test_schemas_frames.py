@@ -49,6 +49,15 @@ def test_defaults_and_optional_fields():
     assert d.frame.end is True and d.samples.size == 0
 
 
+def test_meta_round_trips_and_is_left_out_when_unset():
+    ids = {"transactionId": "tx-1", "streamArn": "arn:aws:kinesisvideo:us-east-1:1:stream/s/1"}
+    d = decode_frame(pack(fields(meta=ids)))
+    assert d.frame.meta == ids and decode_frame(encode_frame(d.frame)).frame.meta == ids
+    assert b"meta" not in encode_frame(decode_frame(pack(fields())).frame)
+    with pytest.raises(FrameError, match="meta"):
+        decode_frame(pack(fields(meta={"k": 1})))
+
+
 def test_key_may_be_str_or_bytes():
     raw = pack(fields(call_id="ünï"))
     assert decode_frame(raw, key="ünï").frame.call_id == "ünï"
@@ -202,6 +211,7 @@ _valid_fields = {
     "audio": st.binary(max_size=64),
     "ts_ms": st.one_of(st.none(), st.integers(0, 2**53)),
     "end": st.booleans(),
+    "meta": st.one_of(st.none(), st.dictionaries(st.text(max_size=65), st.text(max_size=1025), max_size=17)),
 }
 
 
@@ -282,7 +292,8 @@ def test_fast_decoder_accepts_exactly_what_the_reference_accepts(obj):
 
 @pytest.mark.parametrize("over", [
     {"call_id": "x" * 256}, {"channel": "é" * 64}, {"seq": 2**53}, {"ts_ms": None}, {"end": True},
-    {"sample_rate": 48000}, {"encoding": "f32le", "audio": b"\0" * 8},
+    {"sample_rate": 48000}, {"encoding": "f32le", "audio": b"\0" * 8}, {"meta": None}, {"meta": {}},
+    {"meta": {f"k{i}": "v" * 1024 for i in range(16)}}, {"meta": {"k" * 64: ""}},
 ])
 def test_fast_decoder_edges_valid(over):
     raw = pack(fields(**over))
@@ -293,7 +304,9 @@ def test_fast_decoder_edges_valid(over):
 @pytest.mark.parametrize("over", [
     {"call_id": "x" * 257}, {"channel": "é" * 65}, {"channel": ""}, {"seq": 2**53 + 1}, {"seq": -1}, {"seq": True},
     {"seq": 7.0}, {"end": 1}, {"v": True}, {"v": 2}, {"sample_rate": 7999}, {"encoding": "PCM_S16LE"},
-    {"audio": "text"}, {"audio": b"\0"}, {"extra": 1}, {"ts_ms": -5},
+    {"audio": "text"}, {"audio": b"\0"}, {"extra": 1}, {"ts_ms": -5}, {"meta": []}, {"meta": "x"},
+    {"meta": {f"k{i}": "v" for i in range(17)}}, {"meta": {"": "v"}}, {"meta": {"k" * 65: "v"}},
+    {"meta": {"k": "v" * 1025}}, {"meta": {"k": 1}}, {"meta": {"k": b"v"}}, {"meta": {1: "v"}},
 ])
 def test_fast_decoder_edges_refused(over):
     raw = pack(fields(**over))

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import orjson
 
 from voicetone.settings import Settings
 
 
-def analyze_files(settings: Settings, files: Sequence[str], frame_ms: int = 100, model=None) -> list[dict]:
-    """Events for every file (call ID = file name without extension), in order."""
+def analyze_files(settings: Settings, files: Sequence[str], frame_ms: int = 100, model=None,
+                  start_ts_ms: Optional[int] = None, meta: Optional[dict] = None) -> list[dict]:
+    """Events for every file (call ID = file name without extension), in order. With ``start_ts_ms`` (the
+    wall-clock time of each file's first sample) the frames carry ts_ms; with ``meta`` each channel's first
+    frame carries it."""
     from model import load
     from streams.offline import OfflineRunner
     from streams.pipeline import ProcessorConfig
@@ -23,16 +26,33 @@ def analyze_files(settings: Settings, files: Sequence[str], frame_ms: int = 100,
     for path in files:
         runner = OfflineRunner(model, ProcessorConfig.from_settings(settings), settings.max_batch_size)
         # f32le keeps the file's samples exactly
-        runner.feed((k, v) for _, k, v in iter_frames(load_source(path), frame_ms, "f32le"))
+        frames = iter_frames(load_source(path), frame_ms, "f32le", with_ts=start_ts_ms is not None,
+                             ts_start_ms=start_ts_ms or 0, meta=meta)
+        runner.feed((k, v) for _, k, v in frames)
         events.extend(runner.finish())
     return events
 
 
-def analyze(settings: Settings, files: Sequence[str], as_json: bool = False, frame_ms: int = 100) -> int:
+def analyze(settings: Settings, files: Sequence[str], as_json: bool = False, frame_ms: int = 100,
+            chime=None, start_ts_ms: Optional[int] = None, meta: Optional[dict] = None) -> int:
+    """Print the events (JSON lines or a table); with ``chime`` (a ``ChimeConfig``) the Chime notifications
+    instead, as EventBridge JSON lines, the files' audio starting at ``start_ts_ms`` (default: now)."""
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"no such file: {', '.join(missing)}")
-    events = analyze_files(settings, files, frame_ms)
+    if chime is not None and start_ts_ms is None:
+        import time
+
+        start_ts_ms = int(time.time() * 1000)
+    events = analyze_files(settings, files, frame_ms, start_ts_ms=start_ts_ms, meta=meta)
+    if chime is not None:
+        from voicetone.chime import ChimeBridge, stream_sink
+
+        bridge, write = ChimeBridge(chime), stream_sink("stdout")
+        for ev in events:
+            for note in bridge.feed(ev):
+                write(note)
+        return 0
     if as_json:
         for ev in events:
             print(orjson.dumps(ev).decode())

@@ -38,6 +38,71 @@ def _add_model(p) -> None:
     p.add_argument("--model-path", dest="model_path", default=None)
 
 
+def _add_chime(p, switch: bool = True) -> None:
+    """The Chime notification options (they override VOICETONE_CHIME_*)."""
+    if switch:
+        p.add_argument("--chime", action="store_true",
+                       help="print Amazon Chime SDK voice tone analysis notifications (EventBridge JSON lines)")
+    p.add_argument("--chime-roles", dest="chime_roles", default=None, metavar="CH=ROLE,...",
+                   help="participantRole per channel, e.g. 0=AGENT,1=CUSTOMER; default $VOICETONE_CHIME_ROLES "
+                        "(agent=AGENT,customer=CUSTOMER)")
+    p.add_argument("--chime-caller", dest="chime_caller", default=None, metavar="CHANNEL",
+                   help="the channel that placed the call (isCaller true)")
+    p.add_argument("--chime-interval", dest="chime_interval", type=float, default=None, metavar="S",
+                   help="seconds of audio between a channel's notifications; default $VOICETONE_CHIME_INTERVAL_S (5)")
+
+
+def _chime_config(args, settings):
+    """The ChimeConfig the flags ask for (None without --chime)."""
+    if not getattr(args, "chime", True):
+        if any(getattr(args, n) is not None for n in ("chime_roles", "chime_caller", "chime_interval")):
+            raise ValueError("--chime-roles, --chime-caller and --chime-interval go with --chime")
+        return None
+    from voicetone.chime import ChimeConfig
+
+    return ChimeConfig.from_settings(settings, roles=args.chime_roles, caller=args.chime_caller,
+                                     interval_s=args.chime_interval)
+
+
+def _meta(pairs: Optional[Sequence[str]]) -> Optional[dict]:
+    """``--meta KEY=VALUE`` flags as a frame meta map (the frame's rules checked)."""
+    if not pairs:
+        return None
+    from schemas.errors import FrameError
+    from schemas.frames import check_meta
+
+    meta: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--meta {pair!r}: expected KEY=VALUE, e.g. transactionId=abc-123")
+        if key in meta:
+            raise ValueError(f"--meta {key} is given twice")
+        meta[key] = value
+    try:
+        return check_meta(meta)
+    except FrameError as e:
+        raise ValueError(f"--meta: {e.detail}") from None
+
+
+def _time_ms(text: Optional[str]) -> Optional[int]:
+    """``--start-time``: ISO 8601 (a time without zone is UTC) or epoch milliseconds."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    from datetime import datetime, timezone
+
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--start-time {text!r} is neither ISO 8601 (2026-01-05T09:30:00Z) "
+                         "nor epoch milliseconds") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return round(t.timestamp() * 1000)
+
+
 def cmd_worker(args) -> int:
     from voicetone.worker import run_worker
 
@@ -55,20 +120,31 @@ def cmd_replay(args) -> int:
 
     return replay(_settings(args), args.files, call_id=args.call_id, channel=args.channel, speed=args.speed,
                   frame_ms=args.frame_ms, encoding=args.encoding, sample_rate=args.sample_rate,
-                  progress=not args.quiet)
+                  progress=not args.quiet, meta=_meta(args.meta))
 
 
 def cmd_watch(args) -> int:
     from voicetone.watch import watch
 
-    return watch(_settings(args), call_id=args.call_id, as_json=args.json, from_beginning=args.from_beginning,
-                 idle_exit_s=args.idle_exit)
+    settings = _settings(args)
+    return watch(settings, call_id=args.call_id, as_json=args.json, from_beginning=args.from_beginning,
+                 idle_exit_s=args.idle_exit, chime=_chime_config(args, settings))
 
 
 def cmd_analyze(args) -> int:
     from voicetone.analyze import analyze
 
-    return analyze(_settings(args), args.files, as_json=args.json, frame_ms=args.frame_ms)
+    settings = _settings(args)
+    return analyze(settings, args.files, as_json=args.json, frame_ms=args.frame_ms,
+                   chime=_chime_config(args, settings), start_ts_ms=_time_ms(args.start_time), meta=_meta(args.meta))
+
+
+def cmd_chime(args) -> int:
+    from voicetone.chime import run_bridge
+
+    settings = _settings(args)
+    return run_bridge(settings, _chime_config(args, settings), sink=args.sink, topic=args.topic, group=args.group,
+                      from_beginning=args.from_beginning, idle_exit_s=args.idle_exit, call_id=args.call_id)
 
 
 def cmd_demo(args) -> int:
@@ -111,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", choices=("pcm_s16le", "mulaw", "alaw", "f32le"), default="pcm_s16le")
     p.add_argument("--sample-rate", type=int, default=None, help="resample to this rate before sending")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--meta", action="append", metavar="KEY=VALUE",
+                   help="call metadata on each channel's first frame (repeatable), e.g. transactionId=abc-123")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("watch", help="print segment and aggregate events as they arrive")
@@ -119,14 +197,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one raw event per line")
     p.add_argument("--from-beginning", action="store_true")
     p.add_argument("--idle-exit", type=float, default=None, help="exit after this many seconds without events")
+    _add_chime(p)
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("analyze", help="offline: windowing, model and aggregation on WAV files, no broker")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true", help="one event per line")
     p.add_argument("--frame-ms", type=int, default=100)
+    p.add_argument("--start-time", dest="start_time", default=None, metavar="TIME",
+                   help="wall-clock time of each file's first sample (ISO 8601 or epoch ms): the frames carry "
+                        "ts_ms from it; default with --chime: now")
+    p.add_argument("--meta", action="append", metavar="KEY=VALUE",
+                   help="call metadata on each channel's first frame (repeatable), e.g. transactionId=abc-123")
+    _add_chime(p)
     _add_model(p)
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("chime", help="publish Amazon Chime SDK voice tone analysis notifications from the events")
+    _add_broker(p, required=True)
+    p.add_argument("--sink", choices=("kafka", "stdout", "kinesis"), default="kafka",
+                   help="kafka: the --topic (EventBridge JSON values); stdout: EventBridge JSON lines; "
+                        "kinesis: PutRecords entries, one per line")
+    p.add_argument("--topic", default=None, help="default $VOICETONE_CHIME_TOPIC (sentiment.chime)")
+    p.add_argument("--group", default="voicetone-chime", help="consumer group (commits as it goes)")
+    p.add_argument("--call-id", default=None)
+    p.add_argument("--from-beginning", action="store_true",
+                   help="where the group has committed nothing, start at the oldest event (else the newest)")
+    p.add_argument("--idle-exit", type=float, default=None, help="exit after this many seconds without events")
+    _add_chime(p, switch=False)
+    p.set_defaults(func=cmd_chime)
 
     data = sub.add_parser("data", help="corpus building: synth, pseudo-label, align, features, real-eval")
     dsub = data.add_subparsers(dest="data_command", metavar="COMMAND")

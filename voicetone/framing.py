@@ -48,9 +48,10 @@ def load_source(path: str | Path, call_id: Optional[str] = None, channels: Optio
 
 
 def iter_frames(src: FrameSource, frame_ms: int = 100, encoding: str = "pcm_s16le",
-                with_ts: bool = False, ts_start_ms: int = 0) -> Iterator[tuple[float, bytes, bytes]]:
+                with_ts: bool = False, ts_start_ms: int = 0,
+                meta: Optional[dict] = None) -> Iterator[tuple[float, bytes, bytes]]:
     """(audio time in s, key, msgpack value) for every frame, channels interleaved
-    in time order; the last frame of each channel carries `end`."""
+    in time order; the last frame of each channel carries `end`, the first `meta` if given."""
     step = max(1, int(src.sample_rate * frame_ms / 1000))
     n = src.audio.shape[1]
     count = max(1, -(-n // step))
@@ -63,12 +64,15 @@ def iter_frames(src: FrameSource, frame_ms: int = 100, encoding: str = "pcm_s16l
                       "audio": encode_audio(encoding, chunk), "end": i == count - 1}
             if with_ts:
                 fields["ts_ms"] = ts_start_ms + int(1000 * i * step / src.sample_rate)
+            if meta and i == 0:
+                fields["meta"] = meta
             yield i * step / src.sample_rate, key, encode_frame(fields)
 
 
-def merge_sources(sources: Sequence[FrameSource], frame_ms: int, encoding: str) -> Iterator[tuple[float, bytes, bytes]]:
+def merge_sources(sources: Sequence[FrameSource], frame_ms: int, encoding: str,
+                  meta: Optional[dict] = None) -> Iterator[tuple[float, bytes, bytes]]:
     """Frames of several calls interleaved by audio time, as concurrent calls."""
     import heapq
 
-    iters = [iter_frames(s, frame_ms, encoding) for s in sources]
+    iters = [iter_frames(s, frame_ms, encoding, meta=meta) for s in sources]
     yield from heapq.merge(*iters, key=lambda t: t[0])

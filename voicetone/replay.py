@@ -11,9 +11,10 @@ from voicetone.settings import Settings
 
 def replay(settings: Settings, files: Sequence[str], call_id: Optional[str] = None, channel: Optional[str] = None,
            speed: float = 1.0, frame_ms: int = 100, encoding: str = "pcm_s16le",
-           sample_rate: Optional[int] = None, progress: bool = True) -> int:
+           sample_rate: Optional[int] = None, progress: bool = True, meta: Optional[dict] = None) -> int:
     """Several files are several concurrent calls; `speed` 1 is real time, 0 flat out.
-    Each frame's `ts_ms` is set when it is sent, so latency can be measured downstream."""
+    Each frame's `ts_ms` is set when it is sent, so latency can be measured downstream;
+    each channel's first frame carries `meta` (call ids) if given."""
     from confluent_kafka import Producer
     from rich.progress import Progress
 
@@ -33,7 +34,7 @@ def replay(settings: Settings, files: Sequence[str], call_id: Optional[str] = No
     sent = 0
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"replaying {len(sources)} call(s)", total=total)
-        for audio_t, key, value in merge_sources(sources, frame_ms, encoding):
+        for audio_t, key, value in merge_sources(sources, frame_ms, encoding, meta):
             if speed > 0:
                 # a frame is sent once its audio has "happened": at the end of the frame
                 due = start + (audio_t + frame_ms / 1000) / speed

@@ -93,6 +93,26 @@ class Settings(BaseSettings):
     dlq_max_value_bytes: int = Field(262144, ge=0, description="Dead letters keep at most this many bytes of the raw value")
     max_active_channels: int = Field(20000, ge=1, description="Cap on open (call, channel) states per worker")
 
+    # --- Amazon Chime SDK-shaped notifications (voicetone chime, watch/analyze --chime) ---
+    chime_topic: str = Field("sentiment.chime", description="Topic the Chime bridge publishes notifications to")
+    chime_interval_s: float = Field(5.0, gt=0, description="Audio between two VoiceToneAnalysisSuccessful "
+                                    "notifications of a channel (Chime: 5 s)")
+    chime_roles: str = Field("agent=AGENT,customer=CUSTOMER", description="participantRole per channel, "
+                             "CHANNEL=AGENT|CUSTOMER comma separated (e.g. 0=AGENT,1=CUSTOMER for WAV files); a "
+                             "channel not named, and without participantRole in its frame meta, gets none")
+    chime_caller: Optional[str] = Field(None, description="The channel that placed the call (isCaller true); "
+                                        "unset: isCaller only where frame meta gives it")
+    chime_source: str = Field("aws.chime", description="Notification source (aws.chime matches rules written "
+                              "for Chime; EventBridge PutEvents refuses aws.* from outside AWS)")
+    chime_account: str = Field("", description="Notification account field")
+    chime_region: str = Field("", description="Notification region field")
+    chime_voice_connector_id: Optional[str] = Field(None, description="voiceConnectorId for channels whose "
+                                                    "frame meta has none")
+    chime_media_insights_pipeline_id: Optional[str] = Field(None, description="mediaInsightsPipelineId for "
+                                                            "channels whose frame meta has none")
+    chime_scores: Literal["number", "string"] = Field("number", description="voiceToneScore values as JSON "
+                                                       "numbers, or as strings as the guide's example prints them")
+
     # --- operations ----------------------------------------------------------
     metrics_host: str = Field("127.0.0.1", description="Bind address of /metrics, /healthz, /readyz")
     metrics_port: int = Field(0, description="0 disables the HTTP endpoint")

@@ -36,13 +36,16 @@ def format_event(ev: dict) -> str:
 def consume_events(settings: Settings, on_event: Callable[[dict], bool], from_beginning: bool = False,
                    idle_exit_s: Optional[float] = None, call_id: Optional[str] = None,
                    topics: Optional[list[str]] = None,
-                   should_stop: Optional[Callable[[], bool]] = None) -> None:
-    """Call `on_event` for each event until it returns False or the idle limit passes."""
+                   should_stop: Optional[Callable[[], bool]] = None, group_id: Optional[str] = None) -> None:
+    """Call `on_event` for each event until it returns False or the idle limit passes. With ``group_id``
+    the consumer joins that group and commits what it has handed over (a service resumes where it stopped);
+    without, it reads alone and commits nothing."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer({**settings.confluent_config(), "group.id": f"voicetone-watch-{uuid.uuid4().hex[:8]}",
+    consumer = Consumer({**settings.confluent_config(),
+                         "group.id": group_id or f"voicetone-watch-{uuid.uuid4().hex[:8]}",
                          "auto.offset.reset": "earliest" if from_beginning else "latest",
-                         "enable.auto.commit": False, "session.timeout.ms": 6000,
+                         "enable.auto.commit": group_id is not None, "session.timeout.ms": 6000,
                          "heartbeat.interval.ms": 1000})
     consumer.subscribe(topics or [settings.segments_topic, settings.aggregates_topic, settings.calls_topic])
     last = time.monotonic()
@@ -69,7 +72,22 @@ def consume_events(settings: Settings, on_event: Callable[[dict], bool], from_be
 
 
 def watch(settings: Settings, call_id: Optional[str] = None, as_json: bool = False, from_beginning: bool = False,
-          idle_exit_s: Optional[float] = None) -> int:
+          idle_exit_s: Optional[float] = None, chime=None) -> int:
+    """Print events as they arrive; with ``chime`` (a ``ChimeConfig``) the Chime notifications they make,
+    as EventBridge JSON lines."""
+    if chime is not None:
+        from voicetone.chime import ChimeBridge, stream_sink
+
+        bridge, write = ChimeBridge(chime), stream_sink("stdout")
+
+        def notify(ev: dict) -> bool:
+            for note in bridge.feed(ev):
+                write(note)
+            return True
+
+        consume_events(settings, notify, from_beginning, idle_exit_s, call_id,
+                       topics=[settings.aggregates_topic, settings.calls_topic])
+        return 0
     from rich.console import Console
 
     console = Console(highlight=False)
