@@ -10,9 +10,10 @@ Three systems, scored on the same held-out manifest with the same metrics
                   its random initialisation (frozen, 0 ASR steps), so the
                   classifier sees front-end features that never learnt words or
                   the ``<sentiment>`` token.
-* ``text``     -- (b) text only: PocketSphinx transcripts of the test audio,
-                  labelled by VADER (``model.data.pseudo_label``), i.e. what a
-                  words-only pipeline would say.
+* ``text``     -- (b) text only: transcripts of the test audio (Whisper base with
+                  ``--asr whisper``, or PocketSphinx), labelled by VADER
+                  (``model.data.pseudo_label``), i.e. what a words-only pipeline
+                  would say.
 
 Rerun (from the repository root, venv active)::
 
@@ -23,8 +24,13 @@ Rerun (from the repository root, venv active)::
     python bench/ablation.py table --hybrid data/eval/default/report.json \\
         --acoustic data/ckpt/ablation-acoustic.eval.json --text data/eval/ablation-text.json
 
-``--limit N`` on ``text`` scores only the first N test entries (PocketSphinx
-is slow); ``table`` then compares all systems on that same subset too.
+``--limit N`` on ``text`` scores only the first N test entries, ``--per-class N``
+the first N of each class (the recognisers are slow); ``table`` then compares all
+systems on that same subset too. On the real-speech set::
+
+    python bench/ablation.py text --asr whisper --test data/w/real/manifest.jsonl --per-class 60 \
+        --out data/w/eval/text-whisper.json
+    python bench/ablation.py table --hybrid data/w/eval/real/report.json --text data/w/eval/text-whisper.json
 """
 
 from __future__ import annotations
@@ -114,15 +120,29 @@ def run_acoustic(args) -> int:
 
 
 # --------------------------------------------------------------------------- (b) text only
+def first_of_each_class(entries: list, n: int) -> list:
+    """The first ``n`` entries of each sentiment class, in manifest order."""
+    taken: dict[int, int] = {}
+    out = []
+    for e in entries:
+        if taken.get(e.label_index, 0) < n:
+            taken[e.label_index] = taken.get(e.label_index, 0) + 1
+            out.append(e)
+    return out
+
+
 def run_text(args) -> int:
-    """PocketSphinx transcript -> VADER label, on the test audio (transcripts and labels withheld)."""
+    """Transcript (Whisper or PocketSphinx) -> VADER label, on the test audio (transcripts and labels withheld)."""
     from model.data.dataset import AudioCache
-    from model.data.pseudo_label import PocketSphinxTranscriber, VaderLabeller
+    from model.data.pseudo_label import PocketSphinxTranscriber, VaderLabeller, WhisperTranscriber
 
     entries = [e for e in read_manifest(args.test) if e.speech and e.sentiment is not None]
     if args.limit:
         entries = entries[: args.limit]
-    asr, vader, cache = PocketSphinxTranscriber(), VaderLabeller(args.pos, args.neg), AudioCache(16000, 256 << 20)
+    if args.per_class:
+        entries = first_of_each_class(entries, args.per_class)
+    asr = WhisperTranscriber() if args.asr == "whisper" else PocketSphinxTranscriber()
+    vader, cache = VaderLabeller(args.pos, args.neg), AudioCache(16000, 256 << 20)
     records, t0 = [], time.time()
     for i, e in enumerate(entries):
         hyp = asr.transcribe(cache.segment(e))
@@ -131,7 +151,7 @@ def run_text(args) -> int:
         records.append({"audio": e.audio, "group": dict(e.group), "label": e.label_index, "pred": pred,
                         "hyp": hyp, "ref": e.transcript, "vader_on_reference": ref_pred})
         if (i + 1) % 25 == 0 or i + 1 == len(entries):  # partial reports survive an interrupted run
-            report = _text_report(records, time.time() - t0, args.out)
+            report = _text_report(records, time.time() - t0, args.out, args.asr)
             if not args.quiet:
                 print(f"text-only: {i + 1}/{len(entries)} ({time.time() - t0:.0f} s)", file=sys.stderr)
     print(json.dumps({"system": "text-only", "n": len(records), "ua": report["sentiment"]["ua"],
@@ -140,10 +160,10 @@ def run_text(args) -> int:
     return 0
 
 
-def _text_report(records: list[dict[str, Any]], seconds: float, out: str) -> dict[str, Any]:
+def _text_report(records: list[dict[str, Any]], seconds: float, out: str, asr: str = "pocketsphinx") -> dict[str, Any]:
     # the ceiling of the words-only path: VADER on the true transcript (a perfect recogniser)
     oracle = [dict(r, pred=r["vader_on_reference"]) for r in records if r["vader_on_reference"] >= 0]
-    report = {"system": "text-only (PocketSphinx + VADER)", "seconds": seconds, "n": len(records),
+    report = {"system": f"text-only ({'Whisper base' if asr == 'whisper' else 'PocketSphinx'} + VADER)", "seconds": seconds, "n": len(records),
               "sentiment": _summary(records), "vader_on_true_transcript": _summary(oracle), "clips": records}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, default=float, indent=1))
@@ -200,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", required=True)
     p.add_argument("--out", required=True, help="JSON report to write")
     p.add_argument("--limit", type=int, default=0, help="only the first N labelled speech entries")
+    p.add_argument("--per-class", type=int, default=0, help="only the first N labelled speech entries of each class")
+    p.add_argument("--asr", choices=("whisper", "pocketsphinx"), default="pocketsphinx",
+                   help="the recogniser (default pocketsphinx, the ablation's original)")
     p.add_argument("--pos", type=float, default=0.05, help="VADER compound threshold for positive")
     p.add_argument("--neg", type=float, default=-0.05, help="VADER compound threshold for negative")
     p.add_argument("--quiet", action="store_true")

@@ -10,22 +10,25 @@ from model.data.pseudo_label import (
     ModelTranscriber,
     PocketSphinxTranscriber,
     VaderLabeller,
+    WhisperTranscriber,
     label_counts,
     pseudo_label_manifest,
 )
 
 
 def make_transcriber(spec: str, device: str = "cpu"):
-    """``pocketsphinx``, ``model:PATH`` (our checkpoint's decoder) or ``none``."""
+    """``whisper`` (Whisper base), ``pocketsphinx``, ``model:PATH`` (our checkpoint's decoder) or ``none``."""
     if spec == "none":
         return None
+    if spec == "whisper":
+        return WhisperTranscriber()
     if spec == "pocketsphinx":
         return PocketSphinxTranscriber()
     if spec.startswith("model:"):
         from model.inference import load
 
         return ModelTranscriber(load(spec[len("model:"):], device))
-    raise ValueError(f"unknown --asr {spec!r}: use pocketsphinx, model:PATH or none")
+    raise ValueError(f"unknown --asr {spec!r}: use whisper, pocketsphinx, model:PATH or none")
 
 
 def make_labeller(spec: str, pos: float, neg: float):
@@ -72,7 +75,7 @@ def add_cli(subparsers) -> None:
     )
     p.add_argument("manifest", type=Path, help="input manifest (JSON lines)")
     p.add_argument("--out", type=Path, required=True, help="output manifest")
-    p.add_argument("--asr", default="pocketsphinx", help="pocketsphinx | model:PATH | none (default pocketsphinx)")
+    p.add_argument("--asr", default="whisper", help="whisper | pocketsphinx | model:PATH | none (default whisper)")
     p.add_argument("--sentiment", default="vader", help="vader | none (default vader)")
     p.add_argument("--pos-threshold", type=float, default=0.05, help="VADER compound at or above: positive")
     p.add_argument("--neg-threshold", type=float, default=-0.05, help="VADER compound at or below: negative")
