@@ -86,7 +86,7 @@ def test_each_tool_gives_one_line_and_exit_3(tool, where, request, capfd, monkey
     out, err = capfd.readouterr()   # file descriptors: librdkafka writes to fd 2 when it has no logger
     assert code == EXIT_UNAVAILABLE, err
     assert err.count("\n") == 1, err
-    assert err.startswith(f"voicetone: error: ") and url in err and EXPECT[where] in err, err
+    assert err.startswith("voicetone: error: ") and url in err and EXPECT[where] in err, err
     assert "rdkafka" not in err and "FAIL" not in err
     assert took < TIMEOUT_S + SLACK_S, took
 
