@@ -225,7 +225,9 @@ def test_a_worker_started_before_its_broker_processes_a_call_once_it_is_up(tmp_p
                                 w.alive)
             finally:
                 events.stop()
+            w.stop()   # while the broker is still up: its shutdown is not what this test looks at
         finally:
+            w.stop()
             broker.stop()
     log = (tmp_path / "worker.log").read_text(errors="replace")
     retries = [ln for ln in log.splitlines() if "trying again" in ln]
