@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,23 @@ def save_checkpoint(path: str | Path, *, stage: str, name: str, config: dict[str
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
+    """The checkpoint at `path`; `CheckpointError` (one line) for a file that is not one: truncated, corrupt,
+    foreign, or holding objects other than tensors and plain values. A missing file raises FileNotFoundError."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a directory, not a checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as exc:   # what weights_only refuses: code or objects in the file
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else type(exc).__name__)
+        raise CheckpointError(f"{path}: not a voicetone checkpoint (refused by the weights_only loader: {why})") \
+            from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt? {first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a voicetone checkpoint")
     if ckpt.get("format_version") != FORMAT_VERSION:

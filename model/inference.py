@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from model.checkpoint import load_checkpoint, save_checkpoint, weights_hash
+from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, weights_hash
 from model.config import ModelConfig
 from model.features import resample_fft_torch
 from model.network import VoiceToneNet
@@ -86,7 +86,13 @@ class VoiceToneModel:
         for part in ("frontend", "asr", "classifier"):
             if part not in ckpt["state"]:
                 raise ValueError(f"checkpoint of stage {ckpt.get('stage')!r} lacks the {part!r} weights")
-            getattr(net, part).load_state_dict(ckpt["state"][part])
+            try:
+                getattr(net, part).load_state_dict(ckpt["state"][part])
+            except RuntimeError as exc:   # names, shapes: the weights of another architecture
+                first = str(exc).strip().splitlines()
+                detail = first[1].strip() if len(first) > 1 else (first[0] if first else "")
+                raise CheckpointError(f"checkpoint {ckpt.get('version')!r}: its {part!r} weights do not fit the "
+                                      f"network its config describes (another architecture? {detail})") from None
         return cls(net, tok, ckpt["version"], device, ckpt.get("metrics"))
 
     @classmethod

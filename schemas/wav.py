@@ -1,8 +1,10 @@
-"""WAV files in and out, with the standard library only.
+"""Audio files in and out: WAV with the standard library, the compressed formats through libsndfile.
 
 Every part of voicetone that touches files (replay, analyze, corpus building,
 training) reads audio through here, so "any rate, mono or stereo" means the
-same thing everywhere.
+same thing everywhere. `read_audio` reads what people record calls in (WAV,
+FLAC, OGG Vorbis/Opus, MP3) through `soundfile` (libsndfile >= 1.1, shipped in
+its wheels), any rate and channel count, channels in the file's order.
 """
 
 from __future__ import annotations
@@ -15,7 +17,32 @@ import numpy as np
 
 
 class WavError(ValueError):
-    """The file is not a WAV file voicetone can read."""
+    """The file is not an audio file voicetone can read."""
+
+
+#: what `read_audio` reads, for the error message on anything else
+AUDIO_FORMATS = "WAV, FLAC, OGG (Vorbis, Opus) and MP3"
+
+
+def read_audio(path: str | Path) -> tuple[int, np.ndarray]:
+    """(sample_rate, samples[channels, n]) as float32 in [-1, 1] from any audio file of `AUDIO_FORMATS`;
+    WAV through `read_wav` (bit for bit), the rest through libsndfile. `WavError` names what is wrong."""
+    path = Path(path)
+    with path.open("rb") as f:   # FileNotFoundError / PermissionError / IsADirectoryError as they are
+        head = f.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return read_wav(path)
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        reason = str(exc).split(": ", 1)[-1] if str(exc) else type(exc).__name__
+        raise WavError(f"{path}: cannot decode audio ({reason}); voicetone reads {AUDIO_FORMATS}") from None
+    if samples.size == 0:
+        raise WavError(f"{path}: no audio in the file")
+    samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
+    return int(rate), np.ascontiguousarray(np.clip(samples, -1.0, 1.0).T)
 
 
 def read_wav(path: str | Path) -> tuple[int, np.ndarray]:

@@ -45,6 +45,7 @@ import orjson
 from streams.batch_consumer import batching_consumer
 from streams.batching import Batcher
 from streams.heap import release_free_memory
+from streams.kafka_client import BrokerUnavailable, client_config, connect
 from streams.metrics import HealthState, Metrics
 from streams.pipeline import Output, ProcessorConfig, StreamProcessor, model_batch_for, predict_batch
 from streams.silence import SilenceGate
@@ -118,30 +119,44 @@ def lower_thread_priority(nice: int) -> None:
         log.debug("could not lower the inference thread's priority: %s", exc)
 
 
-def ensure_topics(settings: Settings) -> int:
+def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> int:
     """Create missing topics; return the input topic's partition count.
 
     The state table's changelog must have as many partitions as the input, so
-    the worker reads the real count instead of trusting a setting.
+    the worker reads the real count instead of trusting a setting. Raises
+    `BrokerUnavailable` (one line: what is wrong and the likely fix) when the
+    broker cannot be used within `timeout_s` or the topics cannot be created.
     """
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient(settings.confluent_config())
-    meta = admin.list_topics(timeout=15)
     wanted = [settings.input_topic, settings.segments_topic, settings.aggregates_topic,
               settings.calls_topic, settings.dlq_topic]
-    missing = [t for t in wanted if t not in meta.topics]
-    if missing:
-        futures = admin.create_topics([NewTopic(t, settings.topic_partitions, settings.replication_factor)
-                                       for t in missing])
-        for topic, fut in futures.items():
-            try:
-                fut.result(15)
-            except Exception as exc:  # created concurrently by another worker
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise
-        meta = admin.list_topics(timeout=15)
+    meta = connect(settings, timeout_s, need_topics=wanted, create=True, partitions=settings.topic_partitions,
+                   replication=settings.replication_factor)
     return len(meta.topics[settings.input_topic].partitions)
+
+
+def wait_for_broker(settings: Settings, health: Optional[HealthState] = None, attempt_s: float = 10.0,
+                    max_backoff_s: float = 30.0, sleep=time.sleep) -> int:
+    """`ensure_topics` until the broker answers: one line per failed attempt, waits doubling from 1 s up to
+    `max_backoff_s`, and `health` not ready with the reason meanwhile. A problem that waiting cannot fix
+    (credentials, TLS, no right to create the topics) is raised."""
+    backoff = 1.0
+    while True:
+        try:
+            partitions = ensure_topics(settings, attempt_s)
+        except BrokerUnavailable as exc:
+            if not exc.retry:
+                if health is not None:
+                    health.set_not_ready(str(exc))
+                raise
+            if health is not None:
+                health.set_waiting(str(exc))
+            log.warning("%s; trying again in %.0f s", exc, backoff)
+            sleep(backoff)
+            backoff = min(max_backoff_s, backoff * 2)
+            continue
+        if health is not None:
+            health.set_waiting(None)
+        return partitions
 
 
 #: most partition fetches (events of `streams.batch_consumer`) ingested together; the wait is a setting
@@ -189,7 +204,8 @@ def _predict_timed(model, batch):
 class Worker:
     """One Faust app plus the processor, batcher and model it drives."""
 
-    def __init__(self, settings: Settings, model: Any = None, partitions: Optional[int] = None):
+    def __init__(self, settings: Settings, model: Any = None, partitions: Optional[int] = None,
+                 metrics: Optional[Metrics] = None, health: Optional[HealthState] = None):
         self.settings = settings
         if model is None:
             from model import load
@@ -211,8 +227,8 @@ class Worker:
         self.wakeup = asyncio.Event()
         self.drained = asyncio.Event()
         self.max_pending = max(4 * settings.max_batch_size, 256)
-        self.metrics = Metrics()
-        self.health = HealthState(metrics=self.metrics)
+        self.metrics = metrics or Metrics()
+        self.health = health or HealthState(metrics=self.metrics)
         self.health.set_model_loaded()
         self.stream = None
         self.app = self._build_app()
@@ -272,7 +288,7 @@ class Worker:
 
         topic = self.state.changelog_topic.get_topic_name()
         fence = uuid.uuid4().hex.encode()
-        producer = Producer(self.settings.confluent_config())
+        producer = Producer(client_config(self.settings))
         producer.produce(topic, key=FENCE_KEY, value=fence, partition=partition)
         if producer.flush(timeout_s) > 0:
             raise TimeoutError(f"could not append a fence to {topic}[{partition}]")
@@ -308,7 +324,7 @@ class Worker:
         """A plain consumer that never joins the group, for reads the Faust consumer must not do."""
         from confluent_kafka import Consumer
 
-        return Consumer({**self.settings.confluent_config(), "group.id": group_id or f"{self.settings.app_id}-side",
+        return Consumer({**client_config(self.settings), "group.id": group_id or f"{self.settings.app_id}-side",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100})
 
     def _start_without_checkpoint(self, partition: int) -> int:

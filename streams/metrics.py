@@ -165,7 +165,7 @@ class Metrics:
 class HealthState:
     """Liveness and readiness of one worker, updated from the event loop, read by the HTTP thread.
 
-    Ready means the model is loaded and the consumer group has handed out an
+    Ready means the model is loaded, the broker answers, and the consumer group has handed out an
     assignment (possibly empty: a surplus worker with no partitions is a healthy
     standby, and failing it would only stall rolling updates). Live means the
     event loop called ``mark_progress`` within ``stall_after_s``.
@@ -180,6 +180,7 @@ class HealthState:
         self._model_loaded = False
         self._assigned: Optional[frozenset[int]] = None
         self._stopping: Optional[str] = None
+        self._waiting: Optional[str] = None
         self._last_progress = clock()
 
     def set_model_loaded(self, loaded: bool = True) -> None:
@@ -204,6 +205,12 @@ class HealthState:
             self._stopping = reason
         self._publish()
 
+    def set_waiting(self, reason: Optional[str]) -> None:
+        """Not ready for `reason` (the broker cannot be reached yet) until called with None."""
+        with self._lock:
+            self._waiting = reason
+        self._publish()
+
     def mark_progress(self) -> None:
         with self._lock:
             self._last_progress = self._clock()
@@ -218,6 +225,8 @@ class HealthState:
                 return False, self._stopping
             if not self._model_loaded:
                 return False, "model not loaded"
+            if self._waiting is not None:
+                return False, self._waiting
             if self._assigned is None:
                 return False, "no partition assignment yet"
             return True, f"{len(self._assigned)} partitions assigned"

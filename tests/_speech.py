@@ -1,4 +1,5 @@
-"""Real synthetic speech for tests: flite (clearest for PocketSphinx), else espeak-ng, else skip."""
+"""Real synthetic speech for tests: flite (clearest for PocketSphinx), else espeak-ng; neither is a failure
+(scripts/setup.sh installs both)."""
 
 from __future__ import annotations
 
@@ -17,5 +18,5 @@ def speak(path: str | Path, text: str) -> str:
         subprocess.run(["espeak-ng", "-s", "140", "-v", "en-us", "-w", str(path), text], check=True,
                        capture_output=True)
     else:
-        pytest.skip("no TTS engine (flite or espeak-ng) installed")
+        pytest.fail("no TTS engine (flite or espeak-ng) installed: run scripts/setup.sh")
     return str(path)

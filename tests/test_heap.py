@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from streams.heap import allocator, jemalloc_library, release_free_memory
 from streams.windowing import ChannelWindower, WindowSpec
@@ -20,8 +19,8 @@ def test_the_allocator_in_use_is_detected():
     assert allocator() == expected
 
 
-@pytest.mark.skipif(jemalloc_library() is None, reason="libjemalloc2 not installed")
 def test_a_process_started_with_jemalloc_preloaded_reports_it():
+    assert jemalloc_library() is not None, "libjemalloc2 not installed: run scripts/setup.sh"
     out = subprocess.run([sys.executable, "-c", "from streams.heap import allocator; print(allocator())"],
                          env=dict(os.environ, LD_PRELOAD=jemalloc_library()), capture_output=True, text=True,
                          timeout=60, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))

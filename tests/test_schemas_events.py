@@ -4,6 +4,7 @@ import argparse
 import base64
 import json
 
+import jsonschema
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -14,8 +15,6 @@ from schemas.errors import FrameError
 from schemas.events import (AggregateEvent, CallEvent, DeadLetter, SegmentEvent, Sentiment, Summary, event_id,
                             make_dead_letter, parse_event, to_json)
 from schemas.export import SCHEMAS, add_cli, export_json_schemas
-
-jsonschema = pytest.importorskip("jsonschema")
 
 S = Sentiment(positive=0.1, neutral=0.7, negative=0.2)
 SUMMARY = Summary(start_ms=0, end_ms=30000, active_speech_ms=21000, sentiment=S, label="neutral")

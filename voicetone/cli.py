@@ -1,7 +1,10 @@
 """`voicetone` command line: one entry point for the service, the tools and training.
 
 Heavy imports (torch, faust) happen inside the commands, so `voicetone --help`
-and the light tools start fast.
+and the light tools start fast. A failure the user can act on ends in one line on
+stderr and an exit code (README, "Exit codes"): `EXIT_USAGE` for bad input (flags,
+settings, files, checkpoints), `EXIT_UNAVAILABLE` for a broker that cannot be
+used, `EXIT_INTERRUPTED` for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,6 +14,12 @@ import sys
 from typing import Optional, Sequence
 
 from voicetone import __version__
+
+EXIT_USAGE = 2          # bad flags, settings, files or checkpoints (argparse uses 2 too)
+EXIT_UNAVAILABLE = 3    # the broker cannot be used: unreachable, TLS, authentication, a topic missing
+EXIT_INTERRUPTED = 130  # Ctrl-C
+#: seconds a tool waits for the broker before it gives up (--connect-timeout)
+CONNECT_TIMEOUT_S = 10.0
 
 
 def _settings(args, **extra):
@@ -25,9 +34,33 @@ def _settings(args, **extra):
     return Settings(**overrides)
 
 
-def _add_broker(p, required: bool = False) -> None:
+def _add_broker(p, required: bool = False, connect_timeout: bool = False) -> None:
     p.add_argument("--broker", required=required, default=None,
                    help="Kafka bootstrap servers (host:port[,host:port]); default $VOICETONE_BROKER")
+    if connect_timeout:
+        add_connect_timeout(p)
+
+
+def add_connect_timeout(p) -> None:
+    p.add_argument("--connect-timeout", dest="connect_timeout", type=_positive, default=CONNECT_TIMEOUT_S,
+                   metavar="S", help="give up (exit 3) when the broker does not answer within this many seconds "
+                                     f"(default {CONNECT_TIMEOUT_S:g})")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
+def tool_logging(settings) -> None:
+    """Logging for a command-line tool: warnings and up (its own output is the point, and a broker problem
+    is its one error line), unless VOICETONE_LOG_LEVEL asks for more."""
+    from voicetone.logs import setup_logging
+
+    setup_logging(settings.log_level if "log_level" in settings.model_fields_set else "WARNING",
+                  json=settings.log_json)
 
 
 def _add_model(p) -> None:
@@ -118,7 +151,9 @@ def cmd_broker(args) -> int:
 def cmd_replay(args) -> int:
     from voicetone.replay import replay
 
-    return replay(_settings(args), args.files, call_id=args.call_id, channel=args.channel, speed=args.speed,
+    settings = _settings(args)
+    tool_logging(settings)
+    return replay(settings, args.files, connect_timeout_s=args.connect_timeout, call_id=args.call_id, channel=args.channel, speed=args.speed,
                   frame_ms=args.frame_ms, encoding=args.encoding, sample_rate=args.sample_rate,
                   progress=not args.quiet, meta=_meta(args.meta))
 
@@ -127,8 +162,9 @@ def cmd_watch(args) -> int:
     from voicetone.watch import watch
 
     settings = _settings(args)
-    return watch(settings, call_id=args.call_id, as_json=args.json, from_beginning=args.from_beginning,
-                 idle_exit_s=args.idle_exit, chime=_chime_config(args, settings))
+    tool_logging(settings)
+    return watch(settings, connect_timeout_s=args.connect_timeout, call_id=args.call_id, as_json=args.json,
+                 from_beginning=args.from_beginning, idle_exit_s=args.idle_exit, chime=_chime_config(args, settings))
 
 
 def cmd_analyze(args) -> int:
@@ -177,9 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("replay", help="produce WAV files as audio frames")
+    p = sub.add_parser("replay", help="produce audio files (WAV, FLAC, OGG, MP3) as audio frames")
     p.add_argument("files", nargs="+")
-    _add_broker(p, required=True)
+    _add_broker(p, required=True, connect_timeout=True)
     p.add_argument("--call-id", default=None, help="call ID (default: the file name without extension)")
     p.add_argument("--channel", default=None, help="channel name(s); comma separated for stereo, e.g. agent,customer")
     p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = as fast as possible")
@@ -192,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("watch", help="print segment and aggregate events as they arrive")
-    _add_broker(p, required=True)
+    _add_broker(p, required=True, connect_timeout=True)
     p.add_argument("--call-id", default=None)
     p.add_argument("--json", action="store_true", help="one raw event per line")
     p.add_argument("--from-beginning", action="store_true")
@@ -200,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chime(p)
     p.set_defaults(func=cmd_watch)
 
-    p = sub.add_parser("analyze", help="offline: windowing, model and aggregation on WAV files, no broker")
+    p = sub.add_parser("analyze", help="offline: windowing, model and aggregation on audio files (WAV, FLAC, OGG, "
+                                       "MP3), no broker")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true", help="one event per line")
     p.add_argument("--frame-ms", type=int, default=100)
@@ -262,16 +299,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a clear message, not a traceback, for expected failures
-        from pydantic import ValidationError
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a clear line, not a traceback, for what the user can act on
+        code, line = failure(exc)
+        if code is None:
+            raise
+        print(f"voicetone: error: {line}", file=sys.stderr)
+        return code
 
-        from schemas.wav import WavError
-        from voicetone.broker import BrokerError
-        if isinstance(exc, (WavError, BrokerError, ValidationError, FileNotFoundError, ValueError)):
-            print(f"voicetone: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+
+def failure(exc: BaseException) -> tuple[Optional[int], str]:
+    """(exit code, one line) for an error the user can act on; (None, "") for a bug."""
+    from pydantic import ValidationError
+
+    from model.checkpoint import CheckpointError
+    from schemas.wav import WavError
+    from streams.kafka_client import BrokerUnavailable
+    from voicetone.broker import BrokerError
+    from voicetone.settings import describe_error
+
+    if isinstance(exc, BrokerUnavailable):
+        return EXIT_UNAVAILABLE, str(exc)
+    if isinstance(exc, ValidationError):
+        return EXIT_USAGE, describe_error(exc)
+    if isinstance(exc, (WavError, CheckpointError, BrokerError, ValueError)):
+        return EXIT_USAGE, " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.filename is not None:   # a file missing, unreadable, a directory
+        return EXIT_USAGE, f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, FileNotFoundError):
+        return EXIT_USAGE, str(exc)
+    return None, ""
 
 
 if __name__ == "__main__":

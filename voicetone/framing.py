@@ -1,4 +1,4 @@
-"""Cut WAV files into contract audio frames (used by replay and analyze)."""
+"""Cut audio files into contract audio frames (used by replay and analyze)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 from schemas.audio import encode_audio
 from schemas.frames import encode_frame
 from schemas.resample import resample
-from schemas.wav import read_wav
+from schemas.wav import read_audio
 
 
 @dataclass
 class FrameSource:
-    """One WAV file as a call: its channels' audio, ready to be framed."""
+    """One audio file as a call: its channels' audio, ready to be framed."""
 
     call_id: str
     channels: list[str]
@@ -40,7 +40,7 @@ def channel_names(n: int, names: Optional[str]) -> list[str]:
 
 def load_source(path: str | Path, call_id: Optional[str] = None, channels: Optional[str] = None,
                 sample_rate: Optional[int] = None) -> FrameSource:
-    rate, audio = read_wav(path)
+    rate, audio = read_audio(path)
     if sample_rate and sample_rate != rate:
         audio = np.stack([resample(ch, rate, sample_rate) for ch in audio])
         rate = sample_rate

@@ -52,11 +52,15 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(level: str | int = "INFO", json: bool = False, stream: Optional[IO[str]] = None) -> logging.Handler:
+def setup_logging(level: str | int = "INFO", json: bool = False, stream: Optional[IO[str]] = None,
+                  repeat_s: float = 30.0) -> logging.Handler:
     """Install one handler on the root logger (replacing the one a previous call installed).
 
-    Idempotent so the CLI, tests and the demo can all call it without duplicating lines.
+    Idempotent so the CLI, tests and the demo can all call it without duplicating lines. The Kafka
+    clients' repeated lines (librdkafka's and aiokafka's) pass at most once per `repeat_s` each.
     """
+    from streams.kafka_client import RateLimit
+
     root = logging.getLogger()
     for handler in list(root.handlers):
         if handler.get_name() == _HANDLER_NAME:
@@ -64,6 +68,7 @@ def setup_logging(level: str | int = "INFO", json: bool = False, stream: Optiona
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if json else TextFormatter())
+    handler.addFilter(RateLimit(repeat_s))
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     return handler

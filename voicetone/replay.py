@@ -1,4 +1,4 @@
-"""`voicetone replay`: play WAV files into `audio.frames` as live calls."""
+"""`voicetone replay`: play audio files (WAV, FLAC, OGG, MP3) into `audio.frames` as live calls."""
 
 from __future__ import annotations
 
@@ -11,18 +11,24 @@ from voicetone.settings import Settings
 
 def replay(settings: Settings, files: Sequence[str], call_id: Optional[str] = None, channel: Optional[str] = None,
            speed: float = 1.0, frame_ms: int = 100, encoding: str = "pcm_s16le",
-           sample_rate: Optional[int] = None, progress: bool = True, meta: Optional[dict] = None) -> int:
+           sample_rate: Optional[int] = None, progress: bool = True, meta: Optional[dict] = None,
+           connect_timeout_s: float = 10.0) -> int:
     """Several files are several concurrent calls; `speed` 1 is real time, 0 flat out.
     Each frame's `ts_ms` is set when it is sent, so latency can be measured downstream;
-    each channel's first frame carries `meta` (call ids) if given."""
+    each channel's first frame carries `meta` (call ids) if given.
+    Raises `BrokerUnavailable` when the broker does not answer within `connect_timeout_s`, or frames
+    cannot be delivered."""
     from confluent_kafka import Producer
     from rich.progress import Progress
+
+    from streams.kafka_client import BrokerUnavailable, BrokerWatch, client_config, connect
 
     if call_id and len(files) > 1:
         raise ValueError("--call-id names one call: give one file, or let the file names be the call IDs")
     sources = [load_source(f, call_id, channel, sample_rate) for f in files]
-    producer = Producer({**settings.confluent_config(), "linger.ms": 5,
-                         "enable.idempotence": True})
+    connect(settings, connect_timeout_s)
+    watch = BrokerWatch(settings.broker_list())
+    producer = Producer(client_config(settings, watch, **{"linger.ms": 5, "enable.idempotence": True}))
     errors: list[str] = []
 
     def on_delivery(err, msg) -> None:
@@ -53,7 +59,10 @@ def replay(settings: Settings, files: Sequence[str], call_id: Optional[str] = No
             bar.update(task, completed=min(audio_t, total))
     left = producer.flush(30)
     if left or errors:
-        raise RuntimeError(f"{left} frame(s) not delivered; errors: {errors[:3]}")
+        seen = watch.worst()
+        why = seen[1] if seen is not None else "; ".join(dict.fromkeys(errors[:3]))
+        raise BrokerUnavailable(f"{left + len(errors)} frame(s) not delivered to the Kafka broker at "
+                                f"{settings.broker_list()} ({why})", "delivery", True)
     if progress:
         print(f"sent {sent} frames of {len(sources)} call(s) in {time.monotonic() - start:.1f} s")
     return 0

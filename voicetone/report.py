@@ -134,7 +134,7 @@ def render_timeline(events: list[dict], out_path: str | Path) -> Path:
     return out
 
 
-def fetch_events(call_id: str, settings, idle_s: float = 15.0) -> list[dict]:
+def fetch_events(call_id: str, settings, idle_s: float = 15.0, connect_timeout_s: float = 10.0) -> list[dict]:
     """Read the segments and aggregates topics from the beginning, keeping one call's events.
 
     Stops when every partition reaches the end it had when we started (a
@@ -144,11 +144,15 @@ def fetch_events(call_id: str, settings, idle_s: float = 15.0) -> list[dict]:
     partition holding 4 records: stopping at the watermark read 1 of them).
     The end is judged by the consumer's position, so that offsets with no
     message (transaction markers, compaction) count as read. ``idle_s`` with no progress is only a safety
-    net against a broker that stops answering.
+    net against a broker that stops answering; one that does not answer at first raises `BrokerUnavailable`
+    after `connect_timeout_s`.
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({**settings.confluent_config(), "group.id": f"voicetone-report-{time.time_ns()}",
+    from streams.kafka_client import client_config, connect
+
+    connect(settings, connect_timeout_s)
+    consumer = Consumer({**client_config(settings), "group.id": f"voicetone-report-{time.time_ns()}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     try:
         topics = [settings.segments_topic, settings.aggregates_topic]
@@ -196,8 +200,11 @@ def _run(args: argparse.Namespace) -> int:
     else:
         from voicetone.settings import Settings
 
+        from voicetone.cli import tool_logging
+
         settings = Settings(**({"broker": args.broker} if args.broker else {}))
-        events = fetch_events(args.call_id, settings)
+        tool_logging(settings)
+        events = fetch_events(args.call_id, settings, connect_timeout_s=args.connect_timeout)
     if not any(e["type"] in ("segment", "aggregate") for e in events):
         print(f"no segment or aggregate events for call {args.call_id!r}", file=sys.stderr)
         return 1
@@ -216,5 +223,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--broker", metavar="URL", help="read the segments/aggregates topics from the beginning "
                                                       "(default broker: VOICETONE_BROKER)")
     p.add_argument("--out", metavar="FILE", help="output .png or .html (default: CALL_ID-timeline.png)")
+    from voicetone.cli import add_connect_timeout
+    add_connect_timeout(p)
     p.set_defaults(func=_run)
     return p

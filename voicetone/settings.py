@@ -3,14 +3,16 @@
 Each field can be set by a ``VOICETONE_<NAME>`` environment variable (for
 example ``VOICETONE_BROKER=kafka://kafka:9092``) and most by a CLI flag; the
 deploy manifests are checked against this model, so a setting that is not here
-does not exist.
+does not exist. Values are checked here, ranges and relations (a hop no longer than its window, a
+heartbeat shorter than the session timeout), so a bad one stops the command with one line
+(`describe_error`) instead of misbehaving later.
 """
 
 from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,8 +27,9 @@ class Settings(BaseSettings):
     aggregates_topic: str = "sentiment.aggregates"
     calls_topic: str = "sentiment.calls"
     dlq_topic: str = "audio.frames.dlq"
-    topic_partitions: int = Field(8, description="Partitions of the topics the worker creates if they are missing")
-    replication_factor: int = 1
+    topic_partitions: int = Field(8, ge=1, le=10_000,
+                                  description="Partitions of the topics the worker creates if they are missing")
+    replication_factor: int = Field(1, ge=1, le=100)
 
     # --- Kafka security ------------------------------------------------------
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -38,10 +41,10 @@ class Settings(BaseSettings):
     ssl_keyfile: Optional[str] = None
 
     # --- consumer group timing (short values make tests join fast) -----------
-    rebalance_timeout_s: float = 60.0
-    session_timeout_s: float = 60.0
-    heartbeat_interval_s: float = 3.0
-    commit_interval_s: float = 2.0
+    rebalance_timeout_s: float = Field(60.0, gt=0)
+    session_timeout_s: float = Field(60.0, gt=0)
+    heartbeat_interval_s: float = Field(3.0, gt=0, description="Shorter than session_timeout_s")
+    commit_interval_s: float = Field(2.0, gt=0)
     fetch_max_wait_ms: int = Field(50, ge=1, description="Longest the broker may hold a fetch with no data; bounds latency")
     ingest_batch_ms: float = Field(10.0, gt=0, description="Longest consumed frames wait to be ingested together "
                                    "(a backlog is read ~2x faster in batches; adds at most this to latency)")
@@ -82,14 +85,14 @@ class Settings(BaseSettings):
                                 "the model (speech 0, label no_speech); -inf: every window goes to the model")
 
     # --- windowing -----------------------------------------------------------
-    window_ms: int = 5000
-    hop_ms: int = 2500
-    min_last_window_ms: int = Field(1000, description="A shorter last window is dropped")
+    window_ms: int = Field(5000, ge=500, le=60_000, description="Audio per segment")
+    hop_ms: int = Field(2500, ge=100, description="Audio between the starts of two segments; at most window_ms")
+    min_last_window_ms: int = Field(1000, ge=0, description="A shorter last window is dropped; at most window_ms")
     idle_timeout_s: float = Field(30.0, gt=0, description="A channel with no frames for this long is ended")
-    max_reorder_ms: int = Field(2000, description="Frames later than this behind the newest are dead-lettered")
-    max_gap_ms: int = Field(10000, description="A gap of missing frames longer than this is dead-lettered, not silence-filled")
-    max_frame_bytes: int = Field(1_000_000, description="Frames larger than this are dead-lettered")
-    max_frame_ms: int = Field(5000, description="Frames holding more audio than this are dead-lettered")
+    max_reorder_ms: int = Field(2000, ge=0, description="Frames later than this behind the newest are dead-lettered")
+    max_gap_ms: int = Field(10000, ge=0, description="A gap of missing frames longer than this is dead-lettered, not silence-filled")
+    max_frame_bytes: int = Field(1_000_000, ge=1, description="Frames larger than this are dead-lettered")
+    max_frame_ms: int = Field(5000, ge=1, description="Frames holding more audio than this are dead-lettered")
     dlq_max_value_bytes: int = Field(262144, ge=0, description="Dead letters keep at most this many bytes of the raw value")
     max_active_channels: int = Field(20000, ge=1, description="Cap on open (call, channel) states per worker")
 
@@ -115,9 +118,39 @@ class Settings(BaseSettings):
 
     # --- operations ----------------------------------------------------------
     metrics_host: str = Field("127.0.0.1", description="Bind address of /metrics, /healthz, /readyz")
-    metrics_port: int = Field(0, description="0 disables the HTTP endpoint")
-    log_level: str = "INFO"
+    metrics_port: int = Field(0, ge=0, le=65535, description="0 disables the HTTP endpoint")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     log_json: bool = False
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_addresses(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",")]
+        for part in parts:
+            hostport = part.split("://", 1)[-1]
+            host, colon, port = hostport.rpartition(":")
+            if not hostport or (colon and (not host or not port.isdigit() or not 0 < int(port) < 65536)):
+                raise ValueError(f"{part!r} is not host:port (port 1-65535)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _relations(self) -> "Settings":
+        if self.hop_ms > self.window_ms:
+            raise ValueError(f"hop_ms ({self.hop_ms}) must be at most window_ms ({self.window_ms})")
+        if self.min_last_window_ms > self.window_ms:
+            raise ValueError(f"min_last_window_ms ({self.min_last_window_ms}) must be at most window_ms "
+                             f"({self.window_ms})")
+        if self.heartbeat_interval_s >= self.session_timeout_s:
+            raise ValueError(f"heartbeat_interval_s ({self.heartbeat_interval_s:g}) must be shorter than "
+                             f"session_timeout_s ({self.session_timeout_s:g})")
+        return self
 
     def broker_list(self) -> str:
         """Broker URL as confluent-kafka's bootstrap.servers wants it."""
@@ -146,3 +179,17 @@ class Settings(BaseSettings):
             if self.ssl_keyfile:
                 conf["ssl.key.location"] = self.ssl_keyfile
         return conf
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line for invalid settings: each bad value with its environment variable and what it must be."""
+    parts = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        msg = msg[:1].lower() + msg[1:]
+        if err["loc"]:
+            name = str(err["loc"][0])
+            parts.append(f"{name}={err.get('input')!r} (VOICETONE_{name.upper()}): {msg}")
+        else:
+            parts.append(msg)
+    return "invalid setting: " + "; ".join(parts)

@@ -36,13 +36,21 @@ def format_event(ev: dict) -> str:
 def consume_events(settings: Settings, on_event: Callable[[dict], bool], from_beginning: bool = False,
                    idle_exit_s: Optional[float] = None, call_id: Optional[str] = None,
                    topics: Optional[list[str]] = None,
-                   should_stop: Optional[Callable[[], bool]] = None, group_id: Optional[str] = None) -> None:
+                   should_stop: Optional[Callable[[], bool]] = None, group_id: Optional[str] = None,
+                   connect_timeout_s: float = 10.0) -> None:
     """Call `on_event` for each event until it returns False or the idle limit passes. With ``group_id``
     the consumer joins that group and commits what it has handed over (a service resumes where it stopped);
-    without, it reads alone and commits nothing."""
+    without, it reads alone and commits nothing.
+
+    Raises `BrokerUnavailable` when the broker does not answer within `connect_timeout_s` at the start,
+    or stays unreachable that long later."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer({**settings.confluent_config(),
+    from streams.kafka_client import BrokerWatch, client_config, connect, describe
+
+    connect(settings, connect_timeout_s)
+    broker = BrokerWatch(settings.broker_list())
+    consumer = Consumer({**client_config(settings, broker),
                          "group.id": group_id or f"voicetone-watch-{uuid.uuid4().hex[:8]}",
                          "auto.offset.reset": "earliest" if from_beginning else "latest",
                          "enable.auto.commit": group_id is not None, "session.timeout.ms": 6000,
@@ -54,6 +62,16 @@ def consume_events(settings: Settings, on_event: Callable[[dict], bool], from_be
             if should_stop is not None and should_stop():
                 return
             msg = consumer.poll(0.5)
+            down = broker.all_down_since
+            if down is not None and time.monotonic() - down > connect_timeout_s:
+                try:   # still down? (no callback says a broker is back)
+                    consumer.list_topics(timeout=min(5.0, connect_timeout_s))
+                    broker.up()
+                except Exception:
+                    seen = broker.worst()
+                    kind = seen[0] if seen is not None and seen[0] != "transport" else "refused"
+                    raise describe(kind, settings.broker_list(), seen[1] if seen else "",
+                                   connect_timeout_s) from None
             if msg is None or msg.error():
                 if idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
                     return
@@ -72,7 +90,7 @@ def consume_events(settings: Settings, on_event: Callable[[dict], bool], from_be
 
 
 def watch(settings: Settings, call_id: Optional[str] = None, as_json: bool = False, from_beginning: bool = False,
-          idle_exit_s: Optional[float] = None, chime=None) -> int:
+          idle_exit_s: Optional[float] = None, chime=None, connect_timeout_s: float = 10.0) -> int:
     """Print events as they arrive; with ``chime`` (a ``ChimeConfig``) the Chime notifications they make,
     as EventBridge JSON lines."""
     if chime is not None:
@@ -86,7 +104,7 @@ def watch(settings: Settings, call_id: Optional[str] = None, as_json: bool = Fal
             return True
 
         consume_events(settings, notify, from_beginning, idle_exit_s, call_id,
-                       topics=[settings.aggregates_topic, settings.calls_topic])
+                       topics=[settings.aggregates_topic, settings.calls_topic], connect_timeout_s=connect_timeout_s)
         return 0
     from rich.console import Console
 
@@ -99,5 +117,5 @@ def watch(settings: Settings, call_id: Optional[str] = None, as_json: bool = Fal
             console.print(format_event(ev))
         return True
 
-    consume_events(settings, show, from_beginning, idle_exit_s, call_id)
+    consume_events(settings, show, from_beginning, idle_exit_s, call_id, connect_timeout_s=connect_timeout_s)
     return 0

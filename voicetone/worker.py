@@ -91,22 +91,36 @@ def tune_garbage_collector(settings: Settings) -> int:
 
 
 def run_worker(settings: Settings) -> int:
+    """Serve /readyz first (not ready, and why: model loading, broker unreachable), load the model, wait
+    for the broker (`streams.agent.wait_for_broker`), then run the Faust worker."""
     import faust
 
-    from streams.agent import Worker
-    from streams.metrics import start_http_server
+    from model import load
+    from streams.agent import Worker, wait_for_broker
+    from streams.metrics import HealthState, Metrics, start_http_server
     from voicetone.logs import setup_logging
 
     setup_logging(settings.log_level, json=settings.log_json)
     apply_process_settings(settings)
-    worker = Worker(settings)
+    metrics = Metrics()
+    health = HealthState(metrics=metrics)
+    server = None
+    if settings.metrics_port:
+        server = start_http_server(settings.metrics_host, settings.metrics_port, metrics, health)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
+    try:
+        model = load(settings.model_path, device=settings.device, precision=settings.precision, jit=settings.jit)
+        health.set_model_loaded()
+        partitions = wait_for_broker(settings, health)
+        worker = Worker(settings, model=model, partitions=partitions, metrics=metrics, health=health)
+    except BaseException:
+        if server is not None:
+            server.close()
+        raise
     log.info("model %s on %s; %d input partitions; broker %s", worker.model.version, worker.model.device,
              worker.partitions, settings.broker)
     log_allocator()
-    server = None
-    if settings.metrics_port:
-        server = start_http_server(settings.metrics_host, settings.metrics_port, worker.metrics, worker.health)
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
+
     class _Worker(faust.Worker):
         """Faust's worker with a bounded shutdown: SIGTERM/SIGINT start a clean
         stop and a timer that exits hard if the stop hangs."""
