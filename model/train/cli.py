@@ -106,7 +106,9 @@ def _run_asr(args) -> int:
     tc.extra["train_frontend"] = args.train_frontend
     tc.extra["features"] = args.features
     s = run_asr(tc, _model_config(args), name=args.name)
-    print(json.dumps({"stage": "asr", "first_loss": s["first"]["loss"], "last_loss": s["last"]["loss"],
+    # --steps 0 (an untrained encoder, for the acoustic-only ablation) has no losses
+    print(json.dumps({"stage": "asr", "first_loss": s.get("first", {}).get("loss"),
+                      "last_loss": s.get("last", {}).get("loss"),
                       "decode_sentiment_acc": s["decode_sentiment_acc"], "decode_cer": s["decode_cer"]}))
     return 0
 
