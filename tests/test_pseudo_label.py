@@ -135,5 +135,26 @@ def test_cli_writes_labelled_manifest(tmp_path):
     assert entry.sentiment == "positive" and entry.sentiment_source == "pseudo"
     assert entry.audio == str((tmp_path / "quiet.wav").resolve())
     bad = parser.parse_args(["pseudo-label", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "x.jsonl"),
-                             "--asr", "whisper"])
+                             "--asr", "kaldi"])
     assert bad.func(bad) == 2
+
+
+def test_whisper_transcribes_real_words_and_not_silence(tmp_path):
+    """Whisper base (the default recogniser) reads a spoken sentence word for word and gives nothing for
+    silence."""
+    import shutil
+    import subprocess
+
+    from model.data.pseudo_label import WhisperTranscriber
+    from schemas.resample import resample
+    from schemas.wav import read_wav
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is required (scripts/setup.sh installs it)")
+    subprocess.run(["espeak-ng", "-w", str(tmp_path / "u.wav"), "I am sorry, that is not a valid extension"],
+                   check=True)
+    rate, channels = read_wav(tmp_path / "u.wav")
+    asr = WhisperTranscriber(threads=2)
+    text = asr.transcribe(resample(channels[0], rate, 16000)).lower()
+    assert "sorry" in text and "valid extension" in text, text
+    assert asr.transcribe(np.zeros(16000, np.float32)) == ""
