@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from model.checkpoint import CheckpointError
 from model.config import ModelConfig
 from model.inference import VoiceToneModel, load
 from model.whisper_frontend import (WHISPER_BASE_SHA256, CT2WhisperEncoder, WhisperFrontEnd, WhisperLogMel,
-                                    WhisperWeightsError, pool_frames, read_ct2, slaney_filterbank)
+                                    pool_frames, read_ct2, slaney_filterbank)
 from schemas.wav import read_wav
 
 
@@ -138,5 +139,5 @@ def test_checkpoint_holds_the_weights_identity_not_the_weights(tmp_path):
     assert bytes(ck["state"]["frontend"]["weights_sha256"].tolist()).hex() == WHISPER_BASE_SHA256
     ck["state"]["frontend"]["weights_sha256"] = torch.zeros(32, dtype=torch.uint8)
     torch.save(ck, path)
-    with pytest.raises(WhisperWeightsError, match="trained on Whisper weights"):
+    with pytest.raises(CheckpointError, match="trained on Whisper weights"):
         load(path, "cpu")
