@@ -303,12 +303,19 @@ class _AtRate(torch.nn.Module):
         return self.net(audio, lengths, sample_rate=self.rate)
 
 
+#: models shipped in the package, by name (``VOICETONE_MODEL_PATH=whisper-base``)
+BUNDLED = {"default": DEFAULT_CHECKPOINT, "whisper-base": DEFAULT_CHECKPOINT.with_name("whisper-base.pt")}
+
+
 def load(path: str | Path | None = None, device: str | torch.device = "auto",
          precision: str = "fp32", jit: bool = True) -> VoiceToneModel:
     """Load a classifier-stage checkpoint; ``None`` = the bundled default, or, until one
-    is bundled, a deterministically seeded untrained network (with a warning).
+    is bundled, a deterministically seeded untrained network (with a warning); the name of a
+    bundled model (`BUNDLED`, e.g. ``whisper-base``) where no file of that name exists.
     ``precision``: see `VoiceToneModel.set_precision`; ``jit=False`` keeps predict eager."""
     dev = resolve_device(device)
+    if path is not None and str(path) in BUNDLED and not Path(path).exists():
+        path = BUNDLED[str(path)]
     if path is None and not DEFAULT_CHECKPOINT.exists():
         model = VoiceToneModel.untrained(device=dev)
         log.warning("no trained model at %s: using an UNTRAINED network (%s); its outputs are meaningless",

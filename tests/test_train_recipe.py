@@ -10,8 +10,8 @@ import pytest
 
 from model.train.cli import _train_config
 from model.train.common import RUN_SETTINGS
-from model.train.recipe import (SHIPPED, Step, combine_manifests, compare_classifiers, last_stage_recipe, run_recipe,
-                                shipped_recipe)
+from model.train.recipe import (SHIPPED, Step, combine_manifests, compare_classifiers, first_entries, last_stage_recipe,
+                                run_recipe, shipped_recipe, whisper_recipe)
 from voicetone.cli import build_parser
 
 
@@ -19,9 +19,10 @@ def _flag(argv, name):
     return argv[argv.index(name) + 1] if name in argv else None
 
 
-def test_every_step_of_the_shipped_chain_parses_against_the_cli(tmp_path):
+@pytest.mark.parametrize("chain", [shipped_recipe, whisper_recipe])
+def test_every_step_of_the_shipped_chain_parses_against_the_cli(tmp_path, chain):
     parser = build_parser()
-    steps = shipped_recipe(tmp_path / "data")
+    steps = chain(tmp_path / "data")
     assert len({s.name for s in steps}) == len(steps)
     for step in steps:
         assert bool(step.argv) != (step.action is not None), step.name
@@ -228,3 +229,27 @@ def test_the_chain_ends_on_a_paired_comparison_with_the_shipped_checkpoint(tmp_p
         assert set(got["sets"]["first set"]["rows"]) == {"all", "clean", "noisy", "telephone"}
         assert got["within_noise"] is (name == "same"), name
         assert "verdict: " in buf.getvalue() and "telephone" in buf.getvalue()
+
+
+def test_first_entries_keeps_the_head_of_a_manifest(tmp_path):
+    src = tmp_path / "m.jsonl"
+    src.write_text("".join(json.dumps({"audio": f"a{i}.wav"}) + "\n" for i in range(5)))
+    first_entries(tmp_path / "head.jsonl", src, 3)
+    assert [json.loads(t)["audio"] for t in (tmp_path / "head.jsonl").read_text().splitlines()] == ["a0.wav", "a1.wav", "a2.wav"]
+
+
+def test_the_whisper_chain_reads_only_what_an_earlier_link_made(tmp_path):
+    steps = whisper_recipe(tmp_path / "data")
+    made: set[Path] = set()
+    for step in steps:
+        argv = list(step.argv)
+        for needed in (_flag(argv, "--init"), _flag(argv, "--manifest"), _flag(argv, "--model")):
+            assert needed is None or Path(needed) in made, (step.name, needed)
+        features = _flag(argv, "--features") or (_flag(argv, "--out") if argv[:2] == ["data", "features"] else None)
+        if argv[:2] == ["train", "asr"] or argv[:2] == ["train", "classifier"]:
+            assert Path(features) / "meta.json" in made, step.name
+        if argv[:1] == ["evaluate"]:
+            src = Path(argv[1])
+            assert src in made or src.parent / "train.jsonl" in made, (step.name, src)
+        made.add(step.output)
+    assert [s.argv[:2] for s in steps if s.argv[:1] == ("train",)] == [("train", "asr"), ("train", "classifier")]

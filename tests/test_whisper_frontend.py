@@ -141,3 +141,26 @@ def test_checkpoint_holds_the_weights_identity_not_the_weights(tmp_path):
     torch.save(ck, path)
     with pytest.raises(CheckpointError, match="trained on Whisper weights"):
         load(path, "cpu")
+
+
+def test_the_bundled_whisper_model_loads_by_name_and_finds_a_short_reply():
+    """``whisper-base`` names the bundled checkpoint; a 1 s tone-free reply inside silence is speech to it,
+    4 s of silence is not."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is required (scripts/setup.sh installs it)")
+    import tempfile
+    from pathlib import Path
+
+    from schemas.resample import resample
+
+    model = load("whisper-base", "cpu")
+    assert model.config.frontend == "whisper" and model.version.startswith("voicetone-")
+    with tempfile.TemporaryDirectory() as d:
+        wav = Path(d) / "u.wav"
+        subprocess.run(["espeak-ng", "-w", str(wav), "thank you"], check=True)
+        rate, channels = read_wav(wav)
+    reply = np.asarray(resample(channels[0], rate, 16000), dtype=np.float32)[:16000]
+    window = np.zeros(80000, np.float32)
+    window[32000:32000 + len(reply)] = reply
+    speech, _ = model.predict(np.stack([window, np.zeros(80000, np.float32)]))
+    assert speech[0] > 0.5 and speech[1] < 0.5, speech
