@@ -266,8 +266,10 @@ def stream_sink(fmt: Literal["stdout", "kinesis"] = "stdout", out: Optional[IO[s
 
 def run_bridge(settings, config: ChimeConfig, sink: str = "kafka", topic: Optional[str] = None,
                group: str = "voicetone-chime", from_beginning: bool = False,
-               idle_exit_s: Optional[float] = None, call_id: Optional[str] = None) -> int:
-    """Consume the aggregate and call topics and publish Chime notifications to ``sink`` until stopped."""
+               idle_exit_s: Optional[float] = None, call_id: Optional[str] = None,
+               connect_timeout_s: float = 10.0) -> int:
+    """Consume the aggregate and call topics and publish Chime notifications to ``sink`` until stopped;
+    `BrokerUnavailable` when the broker does not answer within ``connect_timeout_s``."""
     if sink not in SINKS:
         raise ValueError(f"chime sink must be one of {', '.join(SINKS)}, not {sink!r}")
     from voicetone.watch import consume_events
@@ -277,7 +279,10 @@ def run_bridge(settings, config: ChimeConfig, sink: str = "kafka", topic: Option
     if sink == "kafka":
         from confluent_kafka import Producer
 
-        producer = Producer({**settings.confluent_config(), "enable.idempotence": True})
+        from streams.kafka_client import client_config
+
+        # its log goes through Python logging, rate-limited, like every client of the tools
+        producer = Producer(client_config(settings, **{"enable.idempotence": True}))
         out_topic = topic or settings.chime_topic
 
         def on_delivery(err, _msg) -> None:
@@ -298,7 +303,8 @@ def run_bridge(settings, config: ChimeConfig, sink: str = "kafka", topic: Option
 
     try:
         consume_events(settings, on_event, from_beginning, idle_exit_s, call_id,
-                       topics=[settings.aggregates_topic, settings.calls_topic], group_id=group)
+                       topics=[settings.aggregates_topic, settings.calls_topic], group_id=group,
+                       connect_timeout_s=connect_timeout_s)
     finally:
         if producer is not None and (producer.flush(30) or errors):
             raise RuntimeError(f"Chime notifications not delivered to Kafka: {errors[:3] or 'flush timed out'}")

@@ -179,8 +179,10 @@ def cmd_chime(args) -> int:
     from voicetone.chime import run_bridge
 
     settings = _settings(args)
+    tool_logging(settings)
     return run_bridge(settings, _chime_config(args, settings), sink=args.sink, topic=args.topic, group=args.group,
-                      from_beginning=args.from_beginning, idle_exit_s=args.idle_exit, call_id=args.call_id)
+                      from_beginning=args.from_beginning, idle_exit_s=args.idle_exit, call_id=args.call_id,
+                      connect_timeout_s=args.connect_timeout)
 
 
 def cmd_demo(args) -> int:
@@ -251,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("chime", help="publish Amazon Chime SDK voice tone analysis notifications from the events")
-    _add_broker(p, required=True)
+    _add_broker(p, required=True, connect_timeout=True)
     p.add_argument("--sink", choices=("kafka", "stdout", "kinesis"), default="kafka",
                    help="kafka: the --topic (EventBridge JSON values); stdout: EventBridge JSON lines; "
                         "kinesis: PutRecords entries, one per line")
