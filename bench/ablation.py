@@ -177,7 +177,7 @@ def _records(path: str) -> list[dict[str, Any]]:
 
 
 def run_table(args) -> int:
-    systems = {"hybrid (shipped)": args.hybrid, "(a) acoustic only": args.acoustic, "(b) text only": args.text}
+    systems = {"hybrid": args.hybrid, "(a) acoustic only": args.acoustic, "(b) text only": args.text}
     systems = {k: v for k, v in systems.items() if v}
     recs = {k: _records(v) for k, v in systems.items()}
     # score every system on the clips all of them have (the text run may be a subset)
