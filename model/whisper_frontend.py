@@ -254,6 +254,12 @@ class CT2WhisperEncoder:
         self.model = ctranslate2.models.Whisper("whisper-base", device="cpu", compute_type="float32",
                                                 intra_threads=threads or torch.get_num_threads(), files=files)
 
+    def generate(self, mel30: np.ndarray, prompt: list[str], beam_size: int = 1, max_length: int = 224) -> list[str]:
+        """Whisper's decoder on one [1, 80, 3000] log-mel (30 s, zeros past the audio): the tokens."""
+        out = self.model.generate(self._ct2.StorageView.from_array(np.ascontiguousarray(mel30, dtype=np.float32)),
+                                  [prompt], beam_size=beam_size, max_length=max_length)
+        return out[0].sequences[0]
+
     def __call__(self, mel: torch.Tensor, frame_lengths: torch.Tensor):
         olen = WhisperEncoder.out_lengths(frame_lengths).clamp(min=1)
         out = torch.zeros(mel.shape[0], int(olen.max()), WIDTH)

@@ -4,7 +4,7 @@ Each field can be set by a ``VOICETONE_<NAME>`` environment variable (for
 example ``VOICETONE_BROKER=kafka://kafka:9092``) and most by a CLI flag; the
 deploy manifests are checked against this model, so a setting that is not here
 does not exist. Values are checked here, ranges and relations (a hop no longer than its window, a
-heartbeat shorter than the session timeout), so a bad one stops the command with one line
+heartbeat interval below the consumer group's liveness timeout), so a bad one stops the command with one line
 (`describe_error`) instead of misbehaving later.
 """
 

@@ -123,10 +123,7 @@ class WhisperTranscriber:
             mel, flen = self._mel(chunk, torch.tensor([chunk.shape[1]]))
             padded = np.zeros((1, 80, 3000), np.float32)
             padded[:, :, :int(flen[0])] = mel[:, :, :int(flen[0])].numpy()
-            ct2 = self._ct2._ct2
-            result = self._ct2.model.generate(ct2.StorageView.from_array(padded), [self.PROMPT],
-                                              beam_size=self.beam_size, max_length=224)
-            texts.append(self._text(result[0].sequences[0]))
+            texts.append(self._text(self._ct2.generate(padded, self.PROMPT, self.beam_size)))
         return " ".join(t for t in texts if t)
 
 
