@@ -30,6 +30,7 @@ class ModelConfig:
     hf_path: str | None = None
     whisper_layers: int = 6  # Whisper encoder blocks run (1..6)
     whisper_stride: int = 2  # Whisper's 50 frames/s averaged in groups of this many (2: 25 frames/s)
+    whisper_chunk_s: float = 0.0  # >0: windows encoded in chunks of this many seconds, each once (model/whisper_chunks.py)
     conv_channels: int = 32
     d_model: int = 144
     frontend_layers: int = 4

@@ -21,6 +21,7 @@ from model.config import ModelConfig
 from model.features import resample_fft_torch
 from model.network import VoiceToneNet
 from model.tokenizer import SENTIMENTS, CharTokenizer
+from model.whisper_chunks import ChunkCache
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class VoiceToneModel:
     # catches up; as one forward, two such calls at once left glibc holding ~1 GB after a 15 s stall.
     # 0: the whole batch in one forward. GPUs always take the whole batch (that is where batching pays).
     cpu_max_batch: int = 16
+    # chunks whose features a chunked Whisper front end keeps: two per live channel keep every reuse
+    chunk_cache_size: int = 2048
 
     def __init__(self, net: VoiceToneNet, tokenizer: CharTokenizer, version: str,
                  device: torch.device, metrics: dict[str, Any] | None = None):
@@ -74,6 +77,13 @@ class VoiceToneModel:
         self._traced: dict[int, Any] = {}
         self._trace_lock = threading.Lock()
         self.use_jit(True)
+        # a chunked Whisper front end on CPU keeps the features of recent chunks: the next window of a
+        # channel starts with the chunk this one ends with (model/whisper_chunks.py)
+        chunk_s = getattr(net.frontend, "chunk_s", 0.0)
+        if chunk_s:   # chunked features are not the whole window's: the version says so, as precision does
+            self.version = f"{self.version}+chunk{chunk_s:g}"
+            if device.type == "cpu":
+                net.frontend.cache = ChunkCache(self.chunk_cache_size)
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -161,7 +171,13 @@ class VoiceToneModel:
         if precision == "int8":
             if self.device.type != "cpu":
                 raise ValueError("int8 (dynamic quantization) runs on CPU only; use bf16 on a GPU")
-            self.net = torch.ao.quantization.quantize_dynamic(self.net, {torch.nn.Linear}, dtype=torch.qint8)
+            if self.config.frontend == "whisper":   # Whisper's encoder in CTranslate2's int8, the rest as below
+                self.net.frontend.use_runtime("ctranslate2", "int8")
+                for part in ("asr", "classifier"):
+                    setattr(self.net, part, torch.ao.quantization.quantize_dynamic(
+                        getattr(self.net, part), {torch.nn.Linear}, dtype=torch.qint8))
+            else:
+                self.net = torch.ao.quantization.quantize_dynamic(self.net, {torch.nn.Linear}, dtype=torch.qint8)
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         if precision != "fp32":
             self.version = f"{self.version}+{precision}"

