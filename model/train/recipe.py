@@ -168,16 +168,25 @@ def first_entries(out: str | Path, src: str | Path, n: int) -> None:
     _write_whole(Path(out), "".join(t + "\n" for t in lines[:n]))
 
 
-def whisper_recipe(data: str | Path = "data/w", entries: int = 2800) -> list[Step]:
+def whisper_recipe(data: str | Path = "data/w", entries: int = 2800, chunk_s: float = 2.5) -> list[Step]:
     """The chain of the model on Whisper base's frozen encoder: a corpus whose prosody is drawn whatever
     the label, a feature cache of the frozen encoder over ``entries`` of its training utterances (8 s
     windows, 15 % of speech windows turned into short turns in silence), the ASR stage and the classifier
     stage on that cache, then the three evaluations: the real-speech set, the corpus's held-out split and
-    a second held-out set. About 2 h on 2 CPU cores, most of it the cache and the ASR stage."""
+    a second held-out set. About 2 h on 2 CPU cores, most of it the cache and the ASR stage.
+
+    ``chunk_s`` (2.5, the service's hop): the encoder reads each window as chunks of that many seconds,
+    each encoded once in the service (model/whisper_chunks.py), and both stages train on such features:
+    windows of 7.5 s (three chunks) for the ASR stage, 5 s crops at chunk boundaries for the classifier.
+    0: whole 8 s windows, as the first whisper-base was trained (its folders have no suffix)."""
     d = Path(data)
     synth, synth_t, real, ev = d / "synth", d / "synth-t", d / "real", d / "eval"
-    sub, feat = synth / f"train.first{entries}.jsonl", d / "features"
-    asr, cls = d / "asr" / "asr.pt", d / "classifier" / "classifier.pt"
+    tag = f"-c{chunk_s:g}".replace(".", "") if chunk_s else ""
+    window = f"{3 * chunk_s:g}" if chunk_s else "8"
+    cfg = [*WHISPER_CFG, "--set", f"whisper_chunk_s={chunk_s:g}"] if chunk_s else WHISPER_CFG
+    sub, feat = synth / f"train.first{entries}.jsonl", d / f"features{tag}"
+    asr, cls = d / f"asr{tag}" / "asr.pt", d / f"classifier{tag}" / "classifier.pt"
+    ev_real, ev_synth, ev_t = ev / f"real{tag}", ev / f"synth{tag}", ev / f"synth-t{tag}"
     return [
         Step("corpus", synth / "train.jsonl", 23,
              ("data", "synth", "--out", str(synth), "--n", "5000", "--seed", "31", "--grammar", "broad",
@@ -186,11 +195,11 @@ def whisper_recipe(data: str | Path = "data/w", entries: int = 2800) -> list[Ste
         Step("training subset", sub, 0, action=lambda: first_entries(sub, synth / "train.jsonl", entries),
              about=f"the first {entries} training entries"),
         Step("front-end features", feat / "meta.json", 25,
-             ("data", "features", str(sub), "--out", str(feat), "--window-s", "8", "--short-fraction", "0.15",
-              "--runtime", "ctranslate2", "--seed", "0")),
+             ("data", "features", str(sub), "--out", str(feat), "--window-s", window, "--short-fraction", "0.15",
+              "--runtime", "ctranslate2", "--seed", "0", *(cfg[-2:] if chunk_s else ()))),
         Step("stage 2: asr", asr, 32,
-             ("train", "asr", "--manifest", str(sub), "--features", str(feat), "--out", str(asr), *WHISPER_CFG,
-              "--window-s", "8", "--steps", "1500", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100",
+             ("train", "asr", "--manifest", str(sub), "--features", str(feat), "--out", str(asr), *cfg,
+              "--window-s", window, "--steps", "1500", "--batch-size", "16", "--lr", "1e-3", "--warmup", "100",
               "--seed", "0", "--max-minutes", "32"),
              about="ASR encoder + decoder on '<sentiment> transcript' over the frozen Whisper encoder"),
         Step("stage 3: classifier", cls, 12,
@@ -203,12 +212,12 @@ def whisper_recipe(data: str | Path = "data/w", entries: int = 2800) -> list[Ste
              about="1,000 clips of held-out voices and sentences"),
         Step("real-speech set", real / "manifest.jsonl", 2, ("data", "real-eval", "--out", str(real)),
              about="recorded human speech from registry packages (evaluation only)"),
-        Step("evaluation: real speech", ev / "real" / "report.json", 6,
-             ("evaluate", str(real / "manifest.jsonl"), "--model", str(cls), "--out", str(ev / "real"))),
-        Step("evaluation: held-out split", ev / "synth" / "report.json", 5,
-             ("evaluate", str(synth / "test.jsonl"), "--model", str(cls), "--out", str(ev / "synth"))),
-        Step("evaluation: second held-out set", ev / "synth-t" / "report.json", 10,
-             ("evaluate", str(synth_t / "test.jsonl"), "--model", str(cls), "--out", str(ev / "synth-t"))),
+        Step("evaluation: real speech", ev_real / "report.json", 6,
+             ("evaluate", str(real / "manifest.jsonl"), "--model", str(cls), "--out", str(ev_real))),
+        Step("evaluation: held-out split", ev_synth / "report.json", 5,
+             ("evaluate", str(synth / "test.jsonl"), "--model", str(cls), "--out", str(ev_synth))),
+        Step("evaluation: second held-out set", ev_t / "report.json", 10,
+             ("evaluate", str(synth_t / "test.jsonl"), "--model", str(cls), "--out", str(ev_t))),
     ]
 
 
@@ -362,7 +371,8 @@ def _run_step(step: Step, head: str, python: str, out) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.whisper:
-        return run_recipe(whisper_recipe(args.data or "data/w"), dry_run=args.dry_run, through=args.through)
+        return run_recipe(whisper_recipe(args.data or "data/w", chunk_s=args.chunk_s), dry_run=args.dry_run,
+                          through=args.through)
     args.data = args.data or "data"
     steps = last_stage_recipe(args.data) if args.last_stage else shipped_recipe(args.data)
     rc = run_recipe(steps, dry_run=args.dry_run, through=args.through)
@@ -379,6 +389,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--data", help="folder for corpora, checkpoints and reports (default: data; data/w with --whisper)")
     p.add_argument("--whisper", action="store_true",
                    help="the chain of the model on Whisper base's frozen encoder (~2 h on 2 CPU cores)")
+    p.add_argument("--chunk-s", type=float, default=2.5,
+                   help="with --whisper: seconds of each chunk the encoder reads alone (2.5, the service's hop: each "
+                        "encoded once); 0: whole windows")
     p.add_argument("--dry-run", action="store_true",
                    help="print the steps, their commands, the time left and where an interrupted training step "
                         "resumes; run nothing")
