@@ -41,7 +41,7 @@ def load_average() -> str:
 
 def cpu_model() -> str:
     """The CPU's name as Linux reports it: the same 2-core machine type has run the model at 2x apart
-    from one session to the next, so figures from different sessions compare only with this beside them."""
+    from one day to the next, so figures from different runs compare only with this beside them."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")

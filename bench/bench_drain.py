@@ -4,11 +4,11 @@
 real worker process (`python -m voicetone worker`: Faust, aiokafka, the agent, the producer) on a topic
 filled beforehand, and reads its segment events from the start. With `--audio silence` (the default) every
 window is below the silence level, so the silence gate answers it without the model: what is measured is
-the pipeline around the model, the part the issue's "at most 30% on top of inference" is about. With
+the pipeline around the model, the part the target "at most 30% on top of inference" is about. With
 `--audio speech` (the bundled sample calls) the model runs too, and the same windows are also put through
 the model path alone in this process (`run_model`: silence gate, any resampling, `predict`, in batches of the
 worker's `max_batch_size`, `inference_workers` calls at once as in the worker): the drain's windows/s against that is the end-to-end cost of everything around
-the model, on the same windows, machine and batch size (the issue's "at least 70% of the model-only
+the model, on the same windows, machine and batch size (the target "at least 70% of the model-only
 ceiling").
 
 Reported per run: windows/s and frames/s from the first segment to the last (frames = windows x frames per

@@ -22,7 +22,7 @@ installed, as the deploy images run the worker (`--allocator system`: glibc's ma
 
 `--ceiling` (voicetone only) times the model path alone (`bench_drain.py --model-only`: the sample calls'
 windows through the silence gate and `predict`, batched and threaded as the worker does) just before and
-just after each run, and reports the run's windows/s (N / 2.5 s) against their mean: the issue's "at least
+just after each run, and reports the run's windows/s (N / 2.5 s) against their mean: the target "at least
 70% of the model-only ceiling", read in the same minutes as the run, since this machine's speed drifts by
 a quarter within minutes.
 
@@ -684,7 +684,7 @@ def main(argv=None) -> int:
     p.add_argument("--linger-ms", type=float, default=100.0,
                    help="the load generator's producer linger, as a media gateway batching its frames per "
                         "partition: the embedded broker's cost follows the record batches it is sent and stores "
-                        "(bench/broker_batches.py); at 5 ms (the default before the seventeenth session) it took "
+                        "(bench/broker_batches.py); at 5 ms it took "
                         "~1 core of the 2 at 375 channels and ~2 cores on the GPU machine at 1500. Latency still "
                         "counts from each frame's send time, so the linger is charged to the pipeline")
     p.add_argument("--allocator", choices=("auto", "jemalloc", "system"), default="auto",

@@ -13,8 +13,8 @@ sample calls looped over many concurrent channels):
 * on the embedded broker (tansu), one pre-filled topic per frame size, read by
   (a) a plain confluent-kafka consumer that only reads the messages (the
   ceiling), and (b) a confluent-kafka consumer feeding each batch it reads into
-  ``StreamProcessor.ingest_many``. The ratio b/a is the issue's target (>= 50% at
-  100 ms frames). For reference, the same plain read with aiokafka, the
+  ``StreamProcessor.ingest_many``. The ratio b/a has a target of >= 50% at
+  100 ms frames. For reference, the same plain read with aiokafka, the
   client Faust (and so the worker) consumes with.
 
 "audio x real time" = seconds of audio taken per second of wall time: the

@@ -10,8 +10,8 @@ against the first setting's: the loading settings must not change what is traine
     python bench/bench_train.py --manifest data/synth-b/train.combined.jsonl --init model/weights/default.pt
     python bench/bench_train.py ... --stage classifier --settings "workers=1,fetch-threads=0" --steps 300
 
-``--settings``: a comma list of ``flag=value`` for `voicetone train` (``fetch-threads=1``: one by one, what
-the stages did before the twenty-second session; ``fetch-threads=0``: as many threads as torch computes
+``--settings``: a comma list of ``flag=value`` for `voicetone train` (``fetch-threads=1``: one window at a
+time; ``fetch-threads=0``: as many threads as torch computes
 with, the default; ``workers=1``: one loader process; ``set=dropout=0``: a model setting, which does change
 the weights, so its weight column is expected to be non-zero).
 """

@@ -1,7 +1,7 @@
 """Why the embedded broker falls behind in long runs: its fetch cost grows with the record *batches* it stores.
 
-The 30-minute soaks of the ninth session saw the embedded tansu broker (memory storage) slow down after
-12-20 minutes whatever the frame size, while the worker idled at ~28% CPU. tansu keeps every produced
+In 30-minute soaks the embedded tansu broker (memory storage) slows down after 12-20 minutes whatever
+the frame size, while the worker idles at ~28% CPU. tansu keeps every produced
 batch as its own stored object and never deletes one (no retention, no DeleteRecords), and a fetch costs
 more the more batches a partition holds. This benchmark fills one partition in steps and times a fetch
 of the last records at each step, twice: one record per batch (what a producer with a 5 ms linger sends

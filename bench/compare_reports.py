@@ -4,9 +4,9 @@ Both reports must score the same held-out clips (matched by audio path and span)
 labelled speech clips it prints each system's unweighted accuracy (UA), the clips only one of
 them gets right, an exact two-sided McNemar test on those, and a paired bootstrap 95% interval
 of the UA difference (B - A), overall and per condition (``--by noise``: per noise kind, or any other
-key of the clips' ``group``). Every earlier session did this by hand; a new default model should clear
-it, not only a higher point estimate. The statistics live in ``model.evaluate`` (``voicetone train
-recipe`` ends on the same comparison against the shipped checkpoint).
+key of the clips' ``group``). A new default model should clear it, not only a higher point estimate.
+The statistics live in ``model.evaluate`` (``voicetone train recipe`` ends on the same comparison
+against the shipped checkpoint).
 
     python bench/compare_reports.py data/eval/A/report.json data/eval/B/report.json [--bootstrap 2000] [--by condition]
 """

@@ -1,16 +1,15 @@
 #!/bin/bash
-# The GPU checks of issue 5 in one go, sized for a machine lent for minutes:
+# The GPU benchmarks in one go, sized for a machine lent for minutes:
 #   1. model throughput on CUDA (bench_model.py: batch 1-4096; fp32 traced and eager, through the pinned staging buffer,
 #      a plain pageable copy, and with the windows already on the GPU; bf16),
 #   2. end-to-end searches (bench_e2e.py) on the same machine and broker: voicetone with K worker
 #      processes sharing the GPU, then the naive Faust peer and the Quix peer, each search under a time budget.
 # Every stage writes its own file under OUTDIR as it goes; a failing stage does not stop the next.
 #
-#   bash bench/gpu_check.sh OUTDIR [K_PROCESSES (default 4; a comma list runs one search per K, e.g. 4,8;
-#                                   the fifth session ran 6, the seventeenth 4)]
+#   bash bench/gpu_check.sh OUTDIR [K_PROCESSES (default 4; a comma list runs one search per K, e.g. 4,8)]
 #
 # Search budgets (s; a trial takes ~50 s): VT_BUDGET 150, FN_BUDGET 100, QX_BUDGET 50 (0 skips the target);
-# first N: VT_START 3000, FN_START 100, QX_START 25 (seventeenth session, passed / failed: 3000 / 4500,
+# first N: VT_START 3000, FN_START 100, QX_START 25 (on an H100 machine, passed / failed: 3000 / 4500,
 # 100 / 150, 25 / 50). A shorter model stage: MODEL_BATCHES, MODEL_PRECISIONS, MODEL_INPUTS, MODEL_JIT
 # (comma lists for bench_model.py); MODEL_STAGE=0 skips the test and the model stage, MODEL_STAGE=last runs them
 # after the searches (a lease cut short then keeps the end-to-end figures). E2E_ARGS: more bench_e2e.py

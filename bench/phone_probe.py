@@ -1,14 +1,13 @@
 """Does a front end carry phones? A frame-level phone probe on frozen representations.
 
-The model report traces the sentiment shortfall to the ASR encoder, and the eighth session's phone
-target to the front end beneath it (the phone head plateaued at 0.41 frame accuracy on its training
-data). This probe gauges a front end directly and cheaply, in the way self-supervised speech models are
-usually compared: features are computed once per utterance with everything frozen, and a linear
-classifier (and a one-hidden-layer MLP) learns the phone sounding at each 40 ms frame's centre from the
-forced alignment of ``voicetone data align``; it is scored on frames of utterances it never saw. Several
-checkpoints (pretrain, asr or classifier stage) are compared in one run, on the same utterances, beside
-stacked log-mel frames (the front end's own input at the same rate) as the floor every learned
-representation should beat.
+A frame-level phone target in the ASR stage (`voicetone train asr --phone-weight`) plateaus at 0.41 frame
+accuracy on its training data, which points at the front end beneath the ASR encoder. This probe gauges a
+front end directly and cheaply, in the way self-supervised speech models are usually compared: features
+are computed once per utterance with everything frozen, and a linear classifier (and a one-hidden-layer
+MLP) learns the phone sounding at each 40 ms frame's centre from the forced alignment of ``voicetone data
+align``; it is scored on frames of utterances it never saw. Several checkpoints (pretrain, asr or
+classifier stage) are compared in one run, on the same utterances, beside stacked log-mel frames (the
+front end's own input at the same rate) as the floor every learned representation should beat.
 
     python bench/phone_probe.py data/s10/pretrain.pt model/weights/default.pt \
         [--manifest data/synth/train.al.jsonl] [--n 400] [--held-out 150] [--steps 1500] [--layers]

@@ -1,8 +1,8 @@
 """8 kHz audio read as it is against resampled to 16 kHz first: does the model answer the same?
 
 The worker hands 8 kHz windows (telephone audio) to the model as they are, and the log-mel front end reads
-them on the 16 kHz model's frequency grid (`model.features.LogMel.rate_plan`); until the twenty-first
-session every window was FFT-resampled to 16 kHz on the event loop first. The two differ only in the mel
+them on the 16 kHz model's frequency grid (`model.features.LogMel.rate_plan`) instead of FFT-resampling
+every window to 16 kHz on the event loop first. The two differ only in the mel
 bands above 4 kHz (empty at 8 kHz; window leakage after resampling). This puts a held-out set through both
 paths: each clip is brought down to 8 kHz (`schemas.resample.resample`, as a phone line delivers it), cut
 into the evaluation's 5 s / 2.5 s windows, and scored by each path; clip answers combine windows as

@@ -261,7 +261,7 @@ class VoiceToneModel:
     def _run_traced(traced, audio: torch.Tensor, lens: torch.Tensor):
         # The graph is run as recorded, without TorchScript's profiling executor: on CUDA that
         # re-specialised and fused per input shape, and the fused graph took 727 ms for 128 windows
-        # against 6 ms eager on the H100 (bench_model, sixth session); on CPU it changes nothing.
+        # against 6 ms eager on an H100 (bench_model); on CPU it changes nothing.
         # The flag is per thread, so the worker's inference threads each set it here.
         with torch.jit.optimized_execution(False):
             return traced(audio, lens)

@@ -5,9 +5,9 @@ corpus comes from here. The grammar is built so that a model cannot win by a
 lexical shortcut: products, dates, amounts, names and questions appear in all
 three classes; only the valence-bearing words and phrasing differ.
 
-Two grammars: "core" (the one every checkpoint up to the fourth was trained on) and "broad" (core plus
-model/data/sentences_broad.py: twice the templates and many more phrases per slot). Broad only appends,
-so core's held-out phrases and templates stay held out under broad.
+Two grammars: "core" and "broad" (core plus model/data/sentences_broad.py: twice the templates and many
+more phrases per slot). Broad only appends, so core's held-out phrases and templates stay held out under
+broad.
 
 Train/test separation (so test scores measure generalisation, not recall):
 every 5th item of each vocabulary slot is *held out*; a train sentence never

@@ -1,14 +1,14 @@
 """More call-centre vocabulary and templates: what the "broad" sentence grammar adds to the core one.
 
-The model scored 0.79 on held-out voices reading training-design sentences but 0.71 on held-out sentences
-(thirteenth session): what it learns about sentiment is tied to the training design's phrases. This
-extension gives training many more phrasings per class. Every list here is *appended* to the core list of
+A model trained on the core grammar alone scored 0.79 on held-out voices reading training-design sentences
+but 0.71 on held-out sentences: what it learns about sentiment is tied to the training design's phrases.
+This extension gives training many more phrasings per class. Every list here is *appended* to the core list of
 the same slot (new slots are new lists), so each core item keeps its index and with it its train/test role:
 the core grammar's held-out phrases and templates stay held out under the broad grammar, and test sets
 rendered from the core grammar remain unseen by a model trained on the broad one (tests/test_synth.py).
 Nothing here may contain a core held-out phrase; the same test checks that too.
-Measured (fourteenth session, docs/model-report.md): training on it did not raise held-out accuracy on the
-core held-out sentences; the shortfall turned out to be word recognition, not phrasing.
+Training on it alone did not raise held-out accuracy on the core held-out sentences (the shortfall was
+word recognition, not phrasing); the shipped recipe trains on both grammars.
 """
 
 from __future__ import annotations

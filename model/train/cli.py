@@ -160,7 +160,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--speech-weight", type=float, default=1.0, help="weight of the speech-presence BCE")
     p.add_argument("--head", choices=["conv", "pool"], default="conv",
                    help="conv: two residual convolutions over the encoder frames before the attention pooling "
-                        "(reads words, not only a bag of frames); pool: pooling + MLP only (the first checkpoints)")
+                        "(reads words, not only a bag of frames); pool: pooling + MLP only")
     p.add_argument("--heads", type=int, default=1,
                    help="train this many classifier heads side by side on the one encoder (each from its own "
                         "random start, each on its own loss); the model averages their probabilities. Four heads "

@@ -86,15 +86,14 @@ def shipped_recipe(data: str | Path = "data") -> list[Step]:
     """The chain that made ``model/weights/default.pt`` (``voicetone-d3c65aa174``), paths under ``data``.
 
     The shipped file is this chain's own output, run as one command on its corpora, everything after
-    them made fresh (twentieth to twenty-fourth sessions, 2 CPU cores). Before it, the links were run one
-    by one across sessions and made the ninth checkpoint (``voicetone-8fb6b5f459``); the two are within
-    noise of each other on both held-out sets.
+    them made fresh (2 CPU cores). The same links run one by one made ``voicetone-8fb6b5f459``; the two are
+    within noise of each other on both held-out sets.
 
     Left out, because nothing later reads them: the classifier runs on the intermediate ASR runs (the
     next continuation read only the ASR weights, which a classifier run leaves as they are) and the
-    non-speech corpus only the third checkpoint's classifier used. The fourth's ASR run went on from the
-    third *classifier* checkpoint; here it goes on from the ASR run under it, which holds the same front
-    end, encoder and decoder.
+    non-speech corpus only an early classifier run used. The second ASR run (step "stage 2 on (fourth
+    checkpoint)") went on from a *classifier* checkpoint when it was first run; here it goes on from the ASR
+    run under it, which holds the same front end, encoder and decoder.
     """
     d = Path(data)
     synth, synth_x, synth_b = d / "synth", d / "synth-x", d / "synth-b"
@@ -144,8 +143,8 @@ def shipped_recipe(data: str | Path = "data") -> list[Step]:
               "--heads", "4", "--out", str(d / "s17h4" / "classifier.pt"), "--steps", "8000", "--batch-size", "16",
               "--lr", "1e-3", "--warmup", "100", "--seed", "0", "--speech-weight", "2",
               "--ema", "0.999"),
-             # the ninth checkpoint ran with --workers 1; the weights do not depend on it (bit for bit), and
-             # without a loader process the batch's threads fetch it 1.2-1.35x faster (model-report)
+             # no loader process: the weights do not depend on it (bit for bit), and without one the
+             # batch's threads fetch it 1.2-1.35x faster (docs/model-report.md)
              about="four sentiment + speech classifier heads side by side, front end and encoder frozen; each "
                    "ends on its weights' moving average; the model averages the heads"),
         Step("held-out evaluation", d / "eval" / "recipe" / "report.json", 2,
@@ -222,7 +221,7 @@ def whisper_recipe(data: str | Path = "data/w", entries: int = 2800, chunk_s: fl
 
 
 def _against_shipped(d: Path, made: Path) -> list[Step]:
-    """The check that closes the chain: the second, 3x larger held-out set (twelfth session), the made and
+    """The check that closes the chain: the second, 3x larger held-out set, the made and
     the shipped checkpoints scored on both sets, and a paired comparison of the two."""
     synth, synth_t, ev = d / "synth", d / "synth-t", d / "eval"
     return [
