@@ -18,7 +18,7 @@ def test_text_ablation_transcribes_and_labels(tmp_path):
     speak(tmp_path / "a.wav", text)
     write_manifest(tmp_path / "test.jsonl", [ManifestEntry(audio="a.wav", transcript=text, sentiment="positive")])
     out = tmp_path / "text.json"
-    proc = subprocess.run([sys.executable, "bench/ablation.py", "text", "--test", str(tmp_path / "test.jsonl"),
+    proc = subprocess.run([sys.executable, "-m", "bench.ablation", "text", "--test", str(tmp_path / "test.jsonl"),
                            "--out", str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())

@@ -2,15 +2,10 @@
 --model-only` on a tiny network, and the run's windows/s set against it."""
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import bench_drain  # noqa: E402
-import bench_e2e  # noqa: E402
-from model.config import tiny_config  # noqa: E402
-from model.inference import VoiceToneModel  # noqa: E402
+from bench import bench_drain, bench_e2e
+from model.config import tiny_config
+from model.inference import VoiceToneModel
 
 
 def test_model_only_counts_every_window_of_the_sample_calls(tmp_path, capsys, monkeypatch):

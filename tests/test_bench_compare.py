@@ -2,13 +2,9 @@
 clips paired by audio and span, split by any group key."""
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import compare_reports  # noqa: E402
-from model.evaluate import paired_clips, paired_comparison as compare  # noqa: E402
+from bench import compare_reports
+from model.evaluate import paired_clips, paired_comparison as compare
 
 
 def _clip(audio, label, pred, **group):

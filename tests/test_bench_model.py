@@ -2,14 +2,10 @@
 worker hands them (`--rate`), which the model reads as they are."""
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import bench_model  # noqa: E402
-from model.config import tiny_config  # noqa: E402
-from model.inference import VoiceToneModel  # noqa: E402
+from bench import bench_model
+from model.config import tiny_config
+from model.inference import VoiceToneModel
 
 
 def _run(args, capsys) -> dict:

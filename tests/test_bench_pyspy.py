@@ -1,11 +1,6 @@
 """bench/pyspy_shares.py: each sample counted once, under the first part its stack names."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-from pyspy_shares import shares  # noqa: E402
+from bench.pyspy_shares import shares
 
 
 def test_samples_go_to_the_first_matching_part_or_other():

@@ -2,17 +2,13 @@
 tiny manifest (an untrained network of the real architecture: the plumbing, not the accuracy)."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import rate_check  # noqa: E402
-from model.config import tiny_config  # noqa: E402
-from model.inference import VoiceToneModel  # noqa: E402
-from schemas.wav import write_wav  # noqa: E402
+from bench import rate_check
+from model.config import tiny_config
+from model.inference import VoiceToneModel
+from schemas.wav import write_wav
 
 
 def test_summary_counts_agreement_and_disagreements():

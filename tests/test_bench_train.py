@@ -3,17 +3,13 @@ its loop time read from the log, and the weights compared (the fetch setting mus
 stage's command as the bench builds it (its run ends on a greedy decode too slow for the suite)."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import bench_train  # noqa: E402
-from model.train.recipe import SHIPPED  # noqa: E402
-from schemas.wav import write_wav  # noqa: E402
+from bench import bench_train
+from model.train.recipe import SHIPPED
+from schemas.wav import write_wav
 
 
 def test_two_fetch_settings_time_the_loop_and_train_the_same_weights(tmp_path, capsys):

@@ -129,11 +129,7 @@ def test_gc_seconds_count_the_collector_running():
 
 def test_the_e2e_benchmark_reads_what_the_worker_exports(served):
     """bench/bench_e2e.py computes the model's and the collector's shares of the worker from these names."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    import bench_e2e
+    from bench import bench_e2e
 
     base, metrics, _, _ = served
     metrics.inference_cpu_seconds.inc(2.5)
