@@ -49,7 +49,7 @@ stamp "set up"; cat "$OUTDIR/env.txt" | tail -4
 
 model_stage() {
 stamp "CUDA input-path test"
-timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_inference_cuda.py >>"$OUTDIR/env.txt" 2>&1
+timeout 120 $PY -m pytest -q -p no:cacheprovider tests/model/test_inference_cuda.py >>"$OUTDIR/env.txt" 2>&1
 stamp "test: exit $?"
 
 stamp "model throughput"

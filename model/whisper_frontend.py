@@ -240,7 +240,7 @@ class WhisperEncoder(nn.Module):
 class CT2WhisperEncoder:
     """The same encoder run by CTranslate2 (float32), one window at a time so that no padding enters
     its attention: ~2x torch's speed on 2 CPU cores, for building training feature caches (its output
-    is within ~2e-3 of `WhisperEncoder`'s: tests/test_whisper_frontend.py). All 6 blocks only."""
+    is within ~2e-3 of `WhisperEncoder`'s: tests/model/test_whisper_frontend.py). All 6 blocks only."""
 
     def __init__(self, threads: int = 0):
         import io

@@ -5,7 +5,7 @@ The model scored 0.79 on held-out voices reading training-design sentences but 0
 extension gives training many more phrasings per class. Every list here is *appended* to the core list of
 the same slot (new slots are new lists), so each core item keeps its index and with it its train/test role:
 the core grammar's held-out phrases and templates stay held out under the broad grammar, and test sets
-rendered from the core grammar remain unseen by a model trained on the broad one (tests/test_synth.py).
+rendered from the core grammar remain unseen by a model trained on the broad one (tests/model/test_synth.py).
 Nothing here may contain a core held-out phrase; the same test checks that too.
 Measured (fourteenth session, docs/model-report.md): training on it did not raise held-out accuracy on the
 core held-out sentences; the shortfall turned out to be word recognition, not phrasing.
