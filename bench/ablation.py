@@ -17,20 +17,20 @@ Three systems, scored on the same held-out manifest with the same metrics
 
 Rerun (from the repository root, venv active)::
 
-    python bench/ablation.py acoustic --pretrain data/ckpt/pretrain.pt \\
+    python -m bench.ablation acoustic --pretrain data/ckpt/pretrain.pt \\
         --manifest data/synth/train.pl.jsonl --test data/synth/test.jsonl \\
         --out data/ckpt/ablation-acoustic.pt --steps 600 --batch-size 16
-    python bench/ablation.py text --test data/synth/test.jsonl --out data/eval/ablation-text.json
-    python bench/ablation.py table --hybrid data/eval/default/report.json \\
+    python -m bench.ablation text --test data/synth/test.jsonl --out data/eval/ablation-text.json
+    python -m bench.ablation table --hybrid data/eval/default/report.json \\
         --acoustic data/ckpt/ablation-acoustic.eval.json --text data/eval/ablation-text.json
 
 ``--limit N`` on ``text`` scores only the first N test entries, ``--per-class N``
 the first N of each class (the recognisers are slow); ``table`` then compares all
 systems on that same subset too. On the real-speech set::
 
-    python bench/ablation.py text --asr whisper --test data/w/real/manifest.jsonl --per-class 60 \
+    python -m bench.ablation text --asr whisper --test data/w/real/manifest.jsonl --per-class 60 \
         --out data/w/eval/text-whisper.json
-    python bench/ablation.py table --hybrid data/w/eval/real/report.json --text data/w/eval/text-whisper.json
+    python -m bench.ablation table --hybrid data/w/eval/real/report.json --text data/w/eval/text-whisper.json
 """
 
 from __future__ import annotations
@@ -42,13 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from model.data.manifest import SENTIMENTS, read_manifest  # noqa: E402
-from model.evaluate import (accuracy, confusion_matrix, macro_f1, per_group,  # noqa: E402
+from model.data.manifest import SENTIMENTS, read_manifest
+from model.evaluate import (accuracy, confusion_matrix, macro_f1, per_group,
                             unweighted_accuracy)
 
 

@@ -17,8 +17,8 @@ confluent-kafka consumer reading the same topic on the same broker. Runs of each
 (`--loops asyncio,uvloop` compares the worker's event loops; any other VOICETONE_* setting can be set in
 the environment).
 
-    python bench/bench_drain.py [--channels 100] [--seconds 60] [--audio silence] [--loops asyncio,uvloop] [--repeats 2]
-    python bench/bench_drain.py --model-only [--channels 100] [--seconds 30]   # the model path alone, one JSON line
+    python -m bench.bench_drain [--channels 100] [--seconds 60] [--audio silence] [--loops asyncio,uvloop] [--repeats 2]
+    python -m bench.bench_drain --model-only [--channels 100] [--seconds 30]   # the model path alone, one JSON line
 
 `--model-only` (the sample calls, no broker, no worker) is the ceiling `bench_e2e.py --ceiling` measures
 beside each live run, in the same minutes.
@@ -29,23 +29,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from rich.console import Console
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from _common import OUTPUT_TOPICS, create_topics, exit_on_sigterm, load_average, machine, synthetic_frames  # noqa: E402
-from bench_e2e import INPUT, RATE, Targets  # noqa: E402
-from bench_ingest import _assignment, consume, prefill  # noqa: E402
-from voicetone.broker import EmbeddedBroker  # noqa: E402
-from voicetone.settings import Settings  # noqa: E402
+from bench._common import OUTPUT_TOPICS, create_topics, exit_on_sigterm, load_average, machine, synthetic_frames
+from bench.bench_e2e import INPUT, RATE, Targets
+from bench.bench_ingest import _assignment, consume, prefill
+from voicetone.broker import EmbeddedBroker
+from voicetone.settings import Settings
 
 WINDOW_MS, HOP_MS = Settings.model_fields["window_ms"].default, Settings.model_fields["hop_ms"].default
 

@@ -31,10 +31,10 @@ Targets: `voicetone` (`python -m voicetone worker`, settings from VOICETONE_*),
 bench/.venv-quix). `--search` finds the largest N that passes: doubling from
 --start, then two bisection steps.
 
-    python bench/bench_e2e.py [--target voicetone] [--channels 40] [--measure 30] [--warmup 10]
-    python bench/bench_e2e.py --target voicetone,faust-naive,quix --search
-    python bench/bench_e2e.py --channels 450 --ceiling   # + the model path alone just before and after the run
-    python bench/bench_e2e.py --channels 150 --call-s 60 --warmup 30 --measure 180 --stall-s 15 --stall-at 60 \
+    python -m bench.bench_e2e [--target voicetone] [--channels 40] [--measure 30] [--warmup 10]
+    python -m bench.bench_e2e --target voicetone,faust-naive,quix --search
+    python -m bench.bench_e2e --channels 450 --ceiling   # + the model path alone just before and after the run
+    python -m bench.bench_e2e --channels 150 --call-s 60 --warmup 30 --measure 180 --stall-s 15 --stall-at 60 \
         [--allocator system]      # memory after a catch-up: RSS before the stall vs the last minute
 """
 
@@ -52,22 +52,18 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from bench._common import (OUTPUT_TOPICS, ChannelAudio, cpu_seconds, create_topics, encode_frame,
+                           exit_on_sigterm, load_average, machine, percentile, rss_bytes, sample_audio)
+from voicetone.broker import EmbeddedBroker, stop_process_group
+from voicetone.demo import FAST_GROUP
+from streams.heap import jemalloc_library
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from _common import (OUTPUT_TOPICS, ChannelAudio, cpu_seconds, create_topics, encode_frame,  # noqa: E402
-                     exit_on_sigterm, load_average, machine, percentile, rss_bytes,
-                     sample_audio)
-from voicetone.broker import EmbeddedBroker, stop_process_group  # noqa: E402
-from voicetone.demo import FAST_GROUP  # noqa: E402
-from streams.heap import jemalloc_library  # noqa: E402
-
 RATE = 8000
 FRAME_MS = 100
 INPUT = "audio.frames"
@@ -87,13 +83,13 @@ def target_command(target: str, broker: str, partitions: int) -> list[str]:
     if target == "voicetone":
         return [sys.executable, "-m", "voicetone", "worker"]
     if target == "faust-naive":
-        return [sys.executable, str(ROOT / "bench/peers/faust_naive.py"), "--broker", broker,
+        return [sys.executable, "-m", "bench.peers.faust_naive", "--broker", broker,
                 "--partitions", str(partitions)]
     if target == "quix":
         py = quix_python()
         if not py.exists():
             raise SystemExit(f"{py} missing: see the setup line in docs/benchmarks.md")
-        return [str(py), str(ROOT / "bench/peers/quix_app.py"), "--broker", broker]
+        return [str(py), "-m", "bench.peers.quix_app", "--broker", broker]
     raise ValueError(target)
 
 
@@ -330,9 +326,9 @@ def wait_ready(producer, reader: SegmentReader, proc: Targets, run_tag: str,
 
 def model_ceiling(channels: int = 100, seconds: float = 30.0) -> dict:
     """`bench_drain.py --model-only` in its own process (torch stays out of the load generator)."""
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_drain.py"), "--model-only",
+    out = subprocess.run([sys.executable, "-m", "bench.bench_drain", "--model-only",
                           "--channels", str(channels), "--seconds", str(seconds)],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, cwd=str(ROOT))
     if out.returncode != 0 or not out.stdout.strip():
         raise RuntimeError(f"bench_drain.py --model-only failed (exit {out.returncode}): {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

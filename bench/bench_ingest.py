@@ -20,7 +20,7 @@ sample calls looped over many concurrent channels):
 "audio x real time" = seconds of audio taken per second of wall time: the
 number of live channels that ingest alone could keep up with.
 
-    python bench/bench_ingest.py [--seconds 60] [--channels 100] [--frame-ms 20,100,500]
+    python -m bench.bench_ingest [--seconds 60] [--channels 100] [--frame-ms 20,100,500]
                                  [--no-broker] [--partitions 8]
 """
 
@@ -28,20 +28,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rich.console import Console
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from _common import create_topics, exit_on_sigterm, load_average, machine, synthetic_frames  # noqa: E402
-from schemas.frames import decode_frame  # noqa: E402
-from streams.pipeline import ProcessorConfig, StreamProcessor  # noqa: E402
+from bench._common import create_topics, exit_on_sigterm, load_average, machine, synthetic_frames
+from schemas.frames import decode_frame
+from streams.pipeline import ProcessorConfig, StreamProcessor
 
 RATE = 8000
 

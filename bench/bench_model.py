@@ -10,7 +10,7 @@ datasheet figure would be higher and says nothing about this build). Prints a ri
 JSON line. "live channels" = windows/s x 2.5 s hop: how many real-time
 channels one process could keep up with.
 
-    python bench/bench_model.py [--checkpoint PATH] [--devices cpu,cuda] [--batch-sizes 1,8,32,128,256]
+    python -m bench.bench_model [--checkpoint PATH] [--devices cpu,cuda] [--batch-sizes 1,8,32,128,256]
                                 [--rate 8000]
 
 ``--rate``: windows at that rate, handed to ``predict`` as the worker hands them (8 kHz is read as it is,
@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,11 +30,9 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-import model  # noqa: E402
-from model.config import ModelConfig, apply_overrides  # noqa: E402
-from model.inference import VoiceToneModel  # noqa: E402
+import model
+from model.config import ModelConfig, apply_overrides
+from model.inference import VoiceToneModel
 
 WINDOW_S = 5.0
 AUDIO_RATE: int | None = None   # --rate: the windows' rate (None: the model's)

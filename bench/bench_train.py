@@ -7,8 +7,8 @@ loop's own time is read from the stage's last log line ("steps 0..N of N in X s"
 Settings alternate run by run, so a drifting machine hits each alike. The weights of every run are set
 against the first setting's: the loading settings must not change what is trained.
 
-    python bench/bench_train.py --manifest data/synth-b/train.combined.jsonl --init model/weights/default.pt
-    python bench/bench_train.py ... --stage classifier --settings "workers=1,fetch-threads=0" --steps 300
+    python -m bench.bench_train --manifest data/synth-b/train.combined.jsonl --init model/weights/default.pt
+    python -m bench.bench_train ... --stage classifier --settings "workers=1,fetch-threads=0" --steps 300
 
 ``--settings``: a comma list of ``flag=value`` for `voicetone train` (``fetch-threads=1``: one window at a
 time; ``fetch-threads=0``: as many threads as torch computes
@@ -27,12 +27,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
-from model.train.recipe import shipped_recipe, with_flags  # noqa: E402
+from model.train.recipe import shipped_recipe, with_flags
 
 LOOP = re.compile(r"steps (\d+)\.\.(\d+) of \d+ in ([0-9.]+) s")
 

@@ -8,7 +8,7 @@ of the last records at each step, twice: one record per batch (what a producer w
 at ~100 frames/s per partition) and ``--per-batch`` records per batch (a longer linger). Same records,
 same bytes; only the batch count differs.
 
-    python bench/broker_batches.py [--records 200000] [--per-batch 20]
+    python -m bench.broker_batches [--records 200000] [--per-batch 20]
 
 Consequence for the benchmarks: a soak must keep the stored batch count low (``bench_e2e.py
 --linger-ms``), or it measures the test broker, not the worker. Apache Kafka (deploy/) stores batches
@@ -19,18 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rich.console import Console
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from _common import create_topics, exit_on_sigterm, machine  # noqa: E402
-from voicetone.broker import EmbeddedBroker  # noqa: E402
+from bench._common import create_topics, exit_on_sigterm, machine
+from voicetone.broker import EmbeddedBroker
 
 VALUE = b"x" * 1600   # one 100 ms frame of 8 kHz 16-bit audio
 

@@ -8,19 +8,16 @@ key of the clips' ``group``). A new default model should clear it, not only a hi
 The statistics live in ``model.evaluate`` (``voicetone train recipe`` ends on the same comparison
 against the shipped checkpoint).
 
-    python bench/compare_reports.py data/eval/A/report.json data/eval/B/report.json [--bootstrap 2000] [--by condition]
+    python -m bench.compare_reports data/eval/A/report.json data/eval/B/report.json [--bootstrap 2000] [--by condition]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from model.evaluate import comparison_table, compare_reports  # noqa: E402
+from model.evaluate import comparison_table, compare_reports
 
 
 def main(argv: list[str] | None = None) -> int:

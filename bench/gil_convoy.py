@@ -12,7 +12,7 @@ model (silence gate, stacking, 8 -> 16 kHz resampling as the worker did before i
 the bundled calls' windows, done as one block and window by window: each numpy call on a large array
 gives the GIL up too, which is why the worker does this work on its loop, not in the model thread.
 
-    python bench/gil_convoy.py [--batch 8] [--reps 10] [--device cpu] [--threads 1]
+    python -m bench.gil_convoy [--batch 8] [--reps 10] [--device cpu] [--threads 1]
 """
 
 from __future__ import annotations
@@ -22,15 +22,13 @@ import json
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import model  # noqa: E402
+import model
 
 
 def ms_per_call(m, x, reps: int, call=None) -> float:
@@ -46,8 +44,7 @@ def ms_per_call(m, x, reps: int, call=None) -> float:
 
 def sample_windows(n: int):
     """`n` 5 s windows of the bundled 8 kHz sample calls, as the worker cuts them, and their rates."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import synthetic_frames
+    from bench._common import synthetic_frames
     from streams.pipeline import ProcessorConfig, StreamProcessor
 
     proc = StreamProcessor(ProcessorConfig(), "probe", 16000)

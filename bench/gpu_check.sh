@@ -48,11 +48,11 @@ stamp "set up"; cat "$OUTDIR/env.txt" | tail -4
 
 model_stage() {
 stamp "CUDA input-path test"
-timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_inference_cuda.py >>"$OUTDIR/env.txt" 2>&1
+timeout 120 $PY -m pytest -q -p no:cacheprovider tests/model/test_inference_cuda.py >>"$OUTDIR/env.txt" 2>&1
 stamp "test: exit $?"
 
 stamp "model throughput"
-PYTHONUNBUFFERED=1 timeout 240 $PY bench/bench_model.py --devices cuda --batch-sizes "${MODEL_BATCHES:-1,8,32,128,256,512,1024,4096}" \
+PYTHONUNBUFFERED=1 timeout 240 $PY -m bench.bench_model --devices cuda --batch-sizes "${MODEL_BATCHES:-1,8,32,128,256,512,1024,4096}" \
   --precisions "${MODEL_PRECISIONS:-fp32,bf16}" --inputs "${MODEL_INPUTS:-pinned,pageable,device}" --jit "${MODEL_JIT:-on,off}" \
   --min-time 0.3 >"$OUTDIR/model.out" 2>&1
 stamp "model: exit $?"; grep -E "cuda +│ +fp32 +│ +yes +│ +pinned" "$OUTDIR/model.out" | head -8
@@ -66,7 +66,7 @@ e2e() {  # name, budget, then bench_e2e arguments
   local name=$1 budget=$2; shift 2
   [ "$budget" -gt 0 ] || return 0
   stamp "e2e $name"
-  PYTHONUNBUFFERED=1 timeout $(( budget + 120 )) $PY bench/bench_e2e.py --search --budget-s "$budget" --warmup 10 \
+  PYTHONUNBUFFERED=1 timeout $(( budget + 120 )) $PY -m bench.bench_e2e --search --budget-s "$budget" --warmup 10 \
     --measure 20 --max-channels 20000 --bisect 1 --logdir /tmp/e2e-logs ${E2E_ARGS:-} "$@" >"$OUTDIR/e2e-$name.out" 2>&1
   stamp "e2e $name: exit $?"; grep -E "N=|largest" "$OUTDIR/e2e-$name.out"
 }

@@ -8,7 +8,7 @@ prints RSS at the start, with every channel open, and after expiry, per round.
 Flat "after" figures across rounds mean nothing leaks; "open - start" divided
 by N is the cost of one open channel.
 
-    python bench/memory_abandoned.py --calls 10000 --rounds 3
+    python -m bench.memory_abandoned --calls 10000 --rounds 3
 """
 
 from __future__ import annotations
@@ -16,17 +16,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from schemas.audio import encode_audio  # noqa: E402
-from schemas.frames import encode_frame  # noqa: E402
-from streams.heap import release_free_memory  # noqa: E402
-from streams.pipeline import ProcessorConfig, StreamProcessor  # noqa: E402
+from schemas.audio import encode_audio
+from schemas.frames import encode_frame
+from streams.heap import release_free_memory
+from streams.pipeline import ProcessorConfig, StreamProcessor
 
 
 def rss_mb() -> float:

@@ -1,7 +1,7 @@
 """Turn a ``voicetone evaluate`` report.json into the metrics summary and the Markdown tables.
 
     voicetone evaluate data/synth/test.jsonl --out data/eval/default
-    python bench/model_report.py data/eval/default/report.json --summary model/weights/default.json
+    python -m bench.model_report data/eval/default/report.json --summary model/weights/default.json
 
 Prints Markdown (overall, confusion matrix, per condition, per engine,
 per gender/accent/tone, the voice spread) for docs/model-report.md and writes
@@ -18,11 +18,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from model.evaluate import speech_presence  # noqa: E402
+from model.evaluate import speech_presence
 
 CLASSES = ("positive", "neutral", "negative")
 

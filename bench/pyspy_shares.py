@@ -1,9 +1,9 @@
 """Where a process's CPU goes, by pipeline part, from a py-spy raw (collapsed-stack) profile.
 
-    python bench/bench_e2e.py --target voicetone --channels 375 --warmup 15 --measure 75 &
+    python -m bench.bench_e2e --target voicetone --channels 375 --warmup 15 --measure 75 &
     sleep 40; py-spy record -p $(pgrep -f "voicetone worker" | head -1) -d 40 -r 50 --format raw \\
         --threads --nonblocking -o /tmp/live.txt
-    python bench/pyspy_shares.py /tmp/live.txt [--frames-per-s 3750] [--cpu 1.31]
+    python -m bench.pyspy_shares /tmp/live.txt [--frames-per-s 3750] [--cpu 1.31]
 
 Each sample goes to the first part (in the order of ``PARTS``) whose pattern a frame of its stack
 matches; the rest is "other" (the event loop itself, Faust's services). With the frame rate and the

@@ -10,7 +10,7 @@ into the evaluation's 5 s / 2.5 s windows, and scored by each path; clip answers
 exact McNemar p of their disagreements, per condition, speech presence on the non-speech clips, and the
 largest probability difference per clip.
 
-    python bench/rate_check.py data/synth/test.jsonl [--limit N] [--checkpoint PATH] [--rate 8000]
+    python -m bench.rate_check data/synth/test.jsonl [--limit N] [--checkpoint PATH] [--rate 8000]
 """
 
 from __future__ import annotations
@@ -19,22 +19,19 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.progress import track  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-import model  # noqa: E402
-from model.data.dataset import AudioCache  # noqa: E402
-from model.data.manifest import read_manifest  # noqa: E402
-from model.evaluate import combine_windows, paired_comparison, window_starts  # noqa: E402
-from schemas.resample import resample_fft_rows  # noqa: E402
-from streams.batching import stack_windows  # noqa: E402
+import model
+from model.data.dataset import AudioCache
+from model.data.manifest import read_manifest
+from model.evaluate import combine_windows, paired_comparison, window_starts
+from schemas.resample import resample_fft_rows
+from streams.batching import stack_windows
 
 N_BOOT = 1000   # bootstrap resamples of the paired UA interval
 

@@ -10,33 +10,28 @@ end-to-end benchmark's load), channel by channel, at the service's windowing,
 and the wall time of the worker's whole logic (`OfflineRunner`: decode, windows,
 gate, model, events) on that load with the gate on and off.
 
-    python bench/silence_gate.py [--manifest data/synth/test.jsonl] [--thresholds -65,-55,-45]
+    python -m bench.silence_gate [--manifest data/synth/test.jsonl] [--thresholds -65,-55,-45]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rich.console import Console
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-import model  # noqa: E402
-from _common import sample_audio, synthetic_frames  # noqa: E402
-from model.data.dataset import AudioCache  # noqa: E402
-from model.data.manifest import read_manifest  # noqa: E402
-from model.evaluate import SAMPLE_RATE, _run_windows, window_starts  # noqa: E402
-from streams.offline import OfflineRunner  # noqa: E402
-from streams.pipeline import ProcessorConfig  # noqa: E402
-from streams.silence import loudest_frame_dbfs  # noqa: E402
+import model
+from bench._common import sample_audio, synthetic_frames
+from model.data.dataset import AudioCache
+from model.data.manifest import read_manifest
+from model.evaluate import SAMPLE_RATE, _run_windows, window_starts
+from streams.offline import OfflineRunner
+from streams.pipeline import ProcessorConfig
+from streams.silence import loudest_frame_dbfs
 
 WINDOW_S, HOP_S = 5.0, 2.5
 

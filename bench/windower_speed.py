@@ -1,6 +1,6 @@
 """How fast ChannelWindower.add takes 100 ms frames (pure Python + numpy).
 
-Run: python bench/windower_speed.py
+Run: python -m bench.windower_speed
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ class ConvContext(nn.Module):
     """Two residual 1-D convolutions over the encoder frames before pooling.
 
     Pooling alone averages frames into a bag: characters the encoder carries frame
-    by frame cannot be read as words from it (bench/head_probe.py: held-out window
-    UA 0.46 pooled vs 0.55 with this block on the shipped encoder). Padded frames are
+    by frame cannot be read as words from it (fresh heads on the frozen shipped encoder:
+    held-out window UA 0.46 pooled vs 0.55 with this block). Padded frames are
     zeroed before each convolution, so a window's output ignores its batch.
     """
 

@@ -44,7 +44,7 @@ class ModelConfig:
     mask_prob: float = 0.08  # chance a frame starts a masked span
     mask_span: int = 10  # in subsampled (40 ms) frames
     # weight of also reconstructing the masked frames' log-mel (0: cluster targets only). The k-means
-    # targets name phones no better than their input (bench/phone_probe.py --targets); reconstruction
+    # targets name phones no better than their input (a phone probe on aligned frames); reconstruction
     # asks the front end to keep the spectrum's detail.
     recon_weight: float = 0.0
 

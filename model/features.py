@@ -41,7 +41,7 @@ def resample_fft_torch(audio: torch.Tensor, src_rate: int, dst_rate: int) -> tor
     """`schemas.resample.resample_fft_rows` in torch, on the tensor's device: each row of [B, n] band-
     limited by its FFT to ``ceil(n * dst / src)`` samples (zero-padded spectrum up, cut down with a real
     Nyquist bin). On a GPU the worker's event loop then hands over windows at their own rate and the FFTs
-    run beside the network (within 1e-6 of the CPU answer: tests/test_inference_resample.py)."""
+    run beside the network (within 1e-6 of the CPU answer: tests/model/test_inference_resample.py)."""
     audio = audio.float()
     n = audio.shape[1]
     if src_rate == dst_rate or n == 0:

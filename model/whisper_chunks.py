@@ -12,7 +12,7 @@ The cache is keyed by the chunk's samples (a hash of their bytes, the rate and t
 channel or an offset: a window re-made after a restart finds the same features or computes them again,
 so recovery needs no cache in any checkpoint. Features are rounded to float16 whether kept or not;
 a chunk encoded in a batch of another size may land one float16 step away (probabilities within
-~1e-3: tests/test_whisper_chunks.py).
+~1e-3: tests/model/test_whisper_chunks.py).
 
 Audio at a rate the front end does not read (8 kHz telephone audio) is resampled chunk by chunk, not
 window by window: an FFT resampler sees the whole input, so a chunk resampled as part of two different

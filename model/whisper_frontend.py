@@ -242,7 +242,7 @@ class WhisperEncoder(nn.Module):
 class CT2WhisperEncoder:
     """The same encoder run by CTranslate2 (float32 or int8), windows of one length per call so that no
     padding enters their attention. float32 is ~2x torch's speed on 2 CPU cores, for building training
-    feature caches (within ~2e-3 of `WhisperEncoder`: tests/test_whisper_frontend.py); int8 is an
+    feature caches (within ~2e-3 of `WhisperEncoder`: tests/model/test_whisper_frontend.py); int8 is an
     inference precision (`VoiceToneModel.set_precision`). All 6 blocks only."""
 
     def __init__(self, threads: int = 0, compute_type: str = "float32"):

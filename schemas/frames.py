@@ -132,7 +132,7 @@ def check_frame_fields(d: Any) -> dict:
 
 class WireFields(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A validated frame's fields, as the fast decoder types them (the same rules as
-    ``check_frame_fields``; the differential test in tests/test_schemas_frames.py checks it)."""
+    ``check_frame_fields``; the differential test in tests/schemas/test_schemas_frames.py checks it)."""
 
     v: Literal[FRAME_VERSION]  # type: ignore[valid-type]
     call_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CALL_ID_CHARS)]

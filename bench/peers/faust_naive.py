@@ -7,7 +7,7 @@ loop keeps heartbeating), and publishes the contract's segment and aggregate
 events. No batching across calls. On the channel's `end` frame a shorter last
 window (>= 1 s of new audio) and a call summary are published.
 
-    python bench/peers/faust_naive.py --broker 127.0.0.1:9092 [--partitions 8]
+    python -m bench.peers.faust_naive --broker 127.0.0.1:9092 [--partitions 8]
 
 Settings from the environment as for the worker: VOICETONE_MODEL_PATH,
 VOICETONE_DEVICE, VOICETONE_INFERENCE_THREADS, and the consumer-group timings
@@ -22,19 +22,16 @@ import asyncio
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import faust
+import numpy as np
+import orjson
 
-import faust  # noqa: E402
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
-
-from bench.peers.common import (HOP_MS, WINDOW_MS, aggregate_event, load_model, predict_one,  # noqa: E402
+from bench.peers.common import (HOP_MS, WINDOW_MS, aggregate_event, load_model, predict_one,
                                 samples_of, segment_event, unpack)
-from streams.agent import faust_datadir, set_fetch_max_wait  # noqa: E402
-from streams.aggregation import ChannelAggregate  # noqa: E402
-from schemas.events import event_id  # noqa: E402
+from streams.agent import faust_datadir, set_fetch_max_wait
+from streams.aggregation import ChannelAggregate
+from schemas.events import event_id
 
 
 class ChannelBuffer:

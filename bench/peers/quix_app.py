@@ -20,7 +20,7 @@ first and last frame `seq` in it. No call summaries (Quix windows have no
 
 Runs in its own virtual environment (quixstreams pins an older confluent-kafka):
 
-    bench/.venv-quix/bin/python bench/peers/quix_app.py --broker 127.0.0.1:9092 [--window collect|reduce]
+    bench/.venv-quix/bin/python -m bench.peers.quix_app --broker 127.0.0.1:9092 [--window collect|reduce]
 """
 
 from __future__ import annotations
@@ -28,20 +28,16 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import sys
 import tempfile
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import numpy as np
+from quixstreams import Application
+from quixstreams.models.serializers import Deserializer
 
-import numpy as np  # noqa: E402
-from quixstreams import Application  # noqa: E402
-from quixstreams.models.serializers import Deserializer  # noqa: E402
-
-from bench.peers.common import HOP_MS, WINDOW_MS, aggregate_event, load_model, predict_one, segment_event  # noqa: E402
-from schemas.audio import decode_audio  # noqa: E402
-from streams.aggregation import ChannelAggregate  # noqa: E402
-import msgpack  # noqa: E402
+from bench.peers.common import HOP_MS, WINDOW_MS, aggregate_event, load_model, predict_one, segment_event
+from schemas.audio import decode_audio
+from streams.aggregation import ChannelAggregate
+import msgpack
 
 
 class FrameDeserializer(Deserializer):

@@ -5,7 +5,7 @@ but 0.71 on held-out sentences: what it learns about sentiment is tied to the tr
 This extension gives training many more phrasings per class. Every list here is *appended* to the core list of
 the same slot (new slots are new lists), so each core item keeps its index and with it its train/test role:
 the core grammar's held-out phrases and templates stay held out under the broad grammar, and test sets
-rendered from the core grammar remain unseen by a model trained on the broad one (tests/test_synth.py).
+rendered from the core grammar remain unseen by a model trained on the broad one (tests/model/test_synth.py).
 Nothing here may contain a core held-out phrase; the same test checks that too.
 Training on it alone did not raise held-out accuracy on the core held-out sentences (the shortfall was
 word recognition, not phrasing); the shipped recipe trains on both grammars.

@@ -8,7 +8,7 @@ from a report, and so that a test can check every step still parses against the 
 Each step names the file it makes; a step whose file exists is skipped, so an interrupted recipe is
 rerun as is (an interrupted training step also resumes from its own ``<out>.state.pt``). Steps run as
 ``python -m voicetone ...`` in a child process: one stage's memory is returned before the next.
-Every training step is deterministic given its seed (tests/test_model_training_smoke.py), so on the
+Every training step is deterministic given its seed (tests/model/test_model_training_smoke.py), so on the
 same torch build and thread count the chain gives the shipped weights; elsewhere, within noise.
 """
 

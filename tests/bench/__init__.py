@@ -1,0 +1,1 @@
+"""Tests of the benchmarks in bench/ on tiny inputs: their plumbing, not their figures."""

@@ -1,0 +1,1 @@
+"""Tests of the wire formats in schemas/: codecs, frames, events, resampling."""

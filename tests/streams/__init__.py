@@ -1,0 +1,1 @@
+"""Tests of streams/: windowing, aggregation, batching, the stream processor and the worker, without a broker."""
