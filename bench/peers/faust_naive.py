@@ -9,7 +9,7 @@ window (>= 1 s of new audio) and a call summary are published.
 
     python -m bench.peers.faust_naive --broker 127.0.0.1:9092 [--partitions 8]
 
-Settings from the environment as for the worker: VOICETONE_MODEL_PATH,
+Settings from the environment as for the worker: VOICETONE_MODEL_PATH, VOICETONE_PRECISION,
 VOICETONE_DEVICE, VOICETONE_INFERENCE_THREADS, and the consumer-group timings
 VOICETONE_SESSION_TIMEOUT_S, _HEARTBEAT_INTERVAL_S, _REBALANCE_TIMEOUT_S, _COMMIT_INTERVAL_S, and the
 broker fetch wait VOICETONE_FETCH_MAX_WAIT_MS (50, as the worker's).
