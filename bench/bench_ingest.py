@@ -41,7 +41,8 @@ from rich.table import Table  # noqa: E402
 
 from _common import create_topics, exit_on_sigterm, load_average, machine, synthetic_frames  # noqa: E402
 from schemas.frames import decode_frame  # noqa: E402
-from streams.pipeline import ProcessorConfig, StreamProcessor  # noqa: E402
+from streams.pipeline import StreamProcessor  # noqa: E402
+from streams.settings import ProcessorConfig  # noqa: E402
 
 RATE = 8000
 

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from schemas.audio import encode_audio  # noqa: E402
 from schemas.frames import encode_frame  # noqa: E402
 from streams.heap import release_free_memory  # noqa: E402
-from streams.pipeline import ProcessorConfig, StreamProcessor  # noqa: E402
+from streams.pipeline import StreamProcessor  # noqa: E402
+from streams.settings import ProcessorConfig  # noqa: E402
 
 
 def rss_mb() -> float:

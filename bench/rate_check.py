@@ -34,7 +34,7 @@ from model.data.dataset import AudioCache  # noqa: E402
 from model.data.manifest import read_manifest  # noqa: E402
 from model.evaluate import combine_windows, paired_comparison, window_starts  # noqa: E402
 from schemas.resample import resample_fft_rows  # noqa: E402
-from streams.batching import stack_windows  # noqa: E402
+from streams.stacking import stack_windows  # noqa: E402
 
 N_BOOT = 1000   # bootstrap resamples of the paired UA interval
 

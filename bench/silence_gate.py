@@ -35,7 +35,7 @@ from model.data.dataset import AudioCache  # noqa: E402
 from model.data.manifest import read_manifest  # noqa: E402
 from model.evaluate import SAMPLE_RATE, _run_windows, window_starts  # noqa: E402
 from streams.offline import OfflineRunner  # noqa: E402
-from streams.pipeline import ProcessorConfig  # noqa: E402
+from streams.settings import ProcessorConfig  # noqa: E402
 from streams.silence import loudest_frame_dbfs  # noqa: E402
 
 WINDOW_S, HOP_S = 5.0, 2.5

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Optional
 import orjson
 
 from voicetone.broker import stop_process_group
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 FAST_GROUP = {"VOICETONE_REBALANCE_TIMEOUT_S": "3", "VOICETONE_SESSION_TIMEOUT_S": "6",
               "VOICETONE_HEARTBEAT_INTERVAL_S": "1", "VOICETONE_COMMIT_INTERVAL_S": "1"}

@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from voicetone.broker import EmbeddedBroker, free_port, stop_process_group
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 SLOW = os.environ.get("VOICETONE_SLOW_TESTS") == "1"
 
@@ -383,7 +383,7 @@ def base_settings(broker_url: str, model_path: Path, **kw) -> Settings:
 
 
 def create_topics(settings: Settings) -> None:
-    from streams.agent import ensure_topics
+    from streams.app import ensure_topics
 
     ensure_topics(settings)
 

@@ -15,7 +15,7 @@ import soundfile
 
 from schemas.wav import WavError, read_audio, read_wav
 from voicetone.cli import main
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 SAMPLE = Path(__file__).resolve().parents[1] / "voicetone" / "samples" / "call-billing-complaint.wav"
 FORMATS = {"flac": ("FLAC", None), "ogg": ("OGG", "VORBIS"), "opus": ("OGG", "OPUS"),

@@ -14,7 +14,7 @@ import torch
 from model.checkpoint import CheckpointError, load_checkpoint
 from schemas.wav import write_wav
 from voicetone.cli import EXIT_INTERRUPTED, EXIT_USAGE, main
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from streams.metrics import HEALTHZ_PATH, METRIC_NAMES, METRICS_PATH, READYZ_PATH  # noqa: E402
-from voicetone.settings import Settings  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

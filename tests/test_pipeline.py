@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 
 from schemas.audio import encode_audio
+from schemas.events import as_json_dict
 from schemas.frames import encode_frame
+from streams.inference import prepare_batch
 from streams.offline import OfflineRunner
-from streams.pipeline import ProcessorConfig, StreamProcessor, prepare_batch
+from streams.pipeline import StreamProcessor
+from streams.settings import ProcessorConfig
 
 
 class EnergyModel:
@@ -157,6 +160,11 @@ def test_nan_model_output_is_dead_lettered_not_published():
     assert len(out.calls) == 1  # the channel still ends
 
 
+def published(out) -> list[dict]:
+    """The segment, aggregate and call events of a processor's output, as a consumer reads them."""
+    return [as_json_dict(e) for e in out.segments + out.aggregates + out.calls]
+
+
 def _drive(p, messages, partition=0, start_offset=0, model=EnergyModel(), checkpoint_every=None, crash_at=None):
     """Feed messages one by one with Kafka-like offsets; results applied in batches of 3."""
     events, pending, states = [], [], []
@@ -165,19 +173,19 @@ def _drive(p, messages, partition=0, start_offset=0, model=EnergyModel(), checkp
             return events, states
         out = p.ingest(v, k, partition, off)
         pending += out.windows
-        events += out.segments + out.aggregates + out.calls
+        events += published(out)
         if len(pending) >= 3:
             sp, se = model.predict(*prepare_batch(pending, [16000] * len(pending), 16000))
             res = p.apply_results(pending, sp, se)
             pending = []
-            events += res.segments + res.aggregates + res.calls
+            events += published(res)
             states += res.checkpoints
         if checkpoint_every and off % checkpoint_every == 0:
             states += p.request_checkpoint(partition).checkpoints
     if pending:
         sp, se = model.predict(*prepare_batch(pending, [16000] * len(pending), 16000))
         res = p.apply_results(pending, sp, se)
-        events += res.segments + res.aggregates + res.calls
+        events += published(res)
         states += res.checkpoints
     return events, states
 

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from tests._event_factory import aggregate, segment
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 pytestmark = pytest.mark.broker
 

@@ -6,7 +6,7 @@ import time
 from typing import Optional, Sequence
 
 from voicetone.framing import load_source, merge_sources
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 
 def replay(settings: Settings, files: Sequence[str], call_id: Optional[str] = None, channel: Optional[str] = None,

@@ -32,7 +32,7 @@ import orjson  # noqa: E402
 
 from bench.peers.common import (HOP_MS, WINDOW_MS, aggregate_event, load_model, predict_one,  # noqa: E402
                                 samples_of, segment_event, unpack)
-from streams.agent import faust_datadir, set_fetch_max_wait  # noqa: E402
+from streams.app import faust_datadir, set_fetch_max_wait  # noqa: E402
 from streams.aggregation import ChannelAggregate  # noqa: E402
 from schemas.events import event_id  # noqa: E402
 
