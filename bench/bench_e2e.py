@@ -67,6 +67,7 @@ from _common import (OUTPUT_TOPICS, ChannelAudio, cpu_seconds, create_topics, en
 from voicetone.broker import EmbeddedBroker, stop_process_group  # noqa: E402
 from voicetone.demo import FAST_GROUP  # noqa: E402
 from streams.heap import jemalloc_library  # noqa: E402
+from streams.kafka_client import produce  # noqa: E402
 
 RATE = 8000
 FRAME_MS = 100
@@ -449,12 +450,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
                 end = bool(call_frames) and local == call_frames - 1
                 value = encode_frame(names[c][0], names[c][1], local, RATE, audio[c].next(step),
                                      ts_ms=int(ts * 1000), end=end)
-                while True:
-                    try:
-                        producer.produce(INPUT, key=keys[c], value=value)
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
+                produce(producer, INPUT, keys[c], value, wait_s=0.01)
                 sent_at[c, s] = ts
                 seqs[c] = s + 1
                 due[c] += frame_ms / 1000

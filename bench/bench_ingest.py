@@ -41,6 +41,7 @@ from rich.table import Table  # noqa: E402
 
 from _common import create_topics, exit_on_sigterm, load_average, machine, synthetic_frames  # noqa: E402
 from schemas.frames import decode_frame  # noqa: E402
+from streams.kafka_client import produce  # noqa: E402
 from streams.pipeline import StreamProcessor  # noqa: E402
 from streams.settings import ProcessorConfig  # noqa: E402
 
@@ -98,12 +99,7 @@ def prefill(broker: str, topic: str, frames, partitions: int) -> None:
     p = Producer({"bootstrap.servers": broker, "linger.ms": 20, "batch.size": 1_000_000,
                   "queue.buffering.max.messages": 500_000, "compression.type": "none"})
     for key, value in frames:
-        while True:
-            try:
-                p.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                p.poll(0.05)
+        produce(p, topic, key, value)
         p.poll(0)
     left = p.flush(60)
     if left:

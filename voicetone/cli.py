@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_cli(tsub)
 
     from model.evaluate import add_cli as add_evaluate_cli
-    from schemas.export import add_cli as add_schemas_cli
+    from schemas.json_schemas import add_cli as add_schemas_cli
     from voicetone.report import add_cli as add_report_cli
     add_evaluate_cli(sub)
     add_schemas_cli(sub)

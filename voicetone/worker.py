@@ -122,7 +122,7 @@ def run_worker(settings: Settings) -> int:
              worker.partitions, settings.broker)
     log_allocator()
 
-    class _Worker(faust.Worker):
+    class _BoundedShutdown(faust.Worker):
         """Faust's worker with a bounded shutdown: SIGTERM/SIGINT start a clean
         stop and a timer that exits hard if the stop hangs."""
 
@@ -134,7 +134,7 @@ def run_worker(settings: Settings) -> int:
         def _on_sigint(self) -> None:
             self._on_sigterm()
 
-    fw = _Worker(worker.app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    fw = _BoundedShutdown(worker.app, loglevel=settings.log_level, quiet=True, override_logging=False)
     frozen = tune_garbage_collector(settings)
     log.info("garbage collector: %d start-up objects frozen, youngest generation collected every %d allocations",
              frozen, settings.gc_threshold)
