@@ -12,20 +12,71 @@ and become the `schemas.events` models the worker publishes. Each partition's st
 from __future__ import annotations
 
 import time
-from typing import Callable, Collection, Iterable, Optional
+from typing import Callable, Collection, Iterable, Iterator, Optional
 
 import numpy as np
 
-from schemas.audio import SAMPLE_WIDTH
+from schemas.audio import SAMPLE_WIDTH, decode_valid_audio
 from schemas.errors import FrameError
-from schemas.frames import decode_frame, fast_fields, key_matches
+from schemas.frames import WireFields, decode_frame, fast_fields, key_matches
 from streams.aggregation import ChannelAggregate, InvalidSegment, SegmentResult
 from streams.channels import ChannelState, Key
 from streams.checkpoint import PendingCheckpoints, registry_states, restored_channels
 from streams.output import Output, aggregate_event, call_event, frame_dead_letter, model_output_dead_letter, segment_event
-from streams.runs import Run, decoded, start_run
 from streams.settings import ProcessorConfig
 from streams.windowing import CAPACITY, ChannelRegistry, Window, WindowSpec, latest_offset
+
+
+# ------------------------------------------------------------ runs: in-order frames of one open channel,
+# gathered by `StreamProcessor.ingest_many` and committed together (one decode, append and cut per run)
+class Run:
+    """In-order frames of one open channel, their audio still encoded."""
+
+    __slots__ = ("registry", "state", "call_id", "channel", "encoding", "partition", "rate", "first_seq",
+                 "next_seq", "chunks", "sizes", "offsets")
+
+    def __init__(self, registry: ChannelRegistry, state: ChannelState, call_id: str, channel: str, encoding: str,
+                 seq: int) -> None:
+        self.registry, self.state, self.encoding = registry, state, encoding
+        self.call_id, self.channel = call_id, channel
+        self.partition, self.rate = state.partition, state.rate
+        self.first_seq = self.next_seq = seq
+        self.chunks: list[bytes] = []
+        self.sizes: list[int] = []
+        self.offsets: list[Optional[int]] = []
+
+
+def start_run(channels: dict[Key, ChannelState], registries: dict[tuple[int, int], ChannelRegistry], f: WireFields,
+              partition: int) -> Optional[Run]:
+    """A run for frame ``f`` if its channel is open and in order, else None."""
+    if f.end or f.encoding == "f32le" or f.meta is not None:  # f32le: one NaN frame must not refuse its neighbours
+        return None
+    ch = channels.get((f.call_id, f.channel))
+    if ch is None or ch.rate != f.sample_rate or ch.partition != partition or ch.ended_by is not None \
+            or (f.ts_ms is not None and ch.ts_origin_ms is None):
+        return None
+    reg = registries.get((partition, ch.rate))
+    w = reg.get(f.call_id, f.channel) if reg is not None else None
+    if w is None or not w.in_order() or f.seq != w.next_seq:
+        return None
+    return Run(reg, ch, f.call_id, f.channel, f.encoding, f.seq)
+
+
+def decoded(runs: list[Run]) -> Iterator[tuple[Run, np.ndarray]]:
+    """Each run with its decoded audio, in order. The audio of all runs is decoded with one numpy call per
+    encoding and each run gets its slice: live, a fetch holds about one frame per channel, so per-run
+    decoding was paid per frame (bench/pyspy_shares.py)."""
+    if not runs:
+        return
+    chunks: dict[str, list[bytes]] = {}
+    for run in runs:
+        chunks.setdefault(run.encoding, []).extend(run.chunks)
+    audio = {enc: decode_valid_audio(enc, b"".join(parts)) for enc, parts in chunks.items()}
+    at = dict.fromkeys(audio, 0)
+    for run in runs:
+        a = at[run.encoding]
+        b = at[run.encoding] = a + sum(run.sizes)
+        yield run, audio[run.encoding][a:b]
 
 
 def new_registry(c: ProcessorConfig, rate: int) -> ChannelRegistry:
