@@ -40,7 +40,7 @@ from bench._common import OUTPUT_TOPICS, create_topics, exit_on_sigterm, load_av
 from bench.bench_e2e import INPUT, RATE, Targets
 from bench.bench_ingest import _assignment, consume, prefill
 from voicetone.broker import EmbeddedBroker
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 WINDOW_MS, HOP_MS = Settings.model_fields["window_ms"].default, Settings.model_fields["hop_ms"].default
 
@@ -94,13 +94,14 @@ def model_only(frames, settings: Settings) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     from model import load
-    from streams.pipeline import ProcessorConfig, StreamProcessor, run_model
+    from streams.inference import run_model
+    from streams.pipeline import StreamProcessor
     from streams.silence import SilenceGate
     from voicetone.worker import set_inference_threads
 
     threads = set_inference_threads(settings)
     model = load(settings.model_path, device=settings.device, precision=settings.precision, jit=settings.jit)
-    proc = StreamProcessor(ProcessorConfig.from_settings(settings), model.version, model.sample_rate)
+    proc = StreamProcessor(settings, model.version, model.sample_rate)
     windows = proc.ingest_many([(value, key, 0, None) for key, value in frames]).windows
     gate, size = SilenceGate(proc.config.silence_dbfs), settings.max_batch_size
     batches = [windows[i:i + size] for i in range(0, len(windows), size)]

@@ -62,6 +62,7 @@ from bench._common import (OUTPUT_TOPICS, ChannelAudio, cpu_seconds, create_topi
 from voicetone.broker import EmbeddedBroker, stop_process_group
 from voicetone.demo import FAST_GROUP
 from streams.heap import jemalloc_library
+from streams.kafka_client import produce
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 8000
@@ -445,12 +446,7 @@ def run_once(target: str, n: int, args, run_tag: str) -> dict:
                 end = bool(call_frames) and local == call_frames - 1
                 value = encode_frame(names[c][0], names[c][1], local, RATE, audio[c].next(step),
                                      ts_ms=int(ts * 1000), end=end)
-                while True:
-                    try:
-                        producer.produce(INPUT, key=keys[c], value=value)
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
+                produce(producer, INPUT, keys[c], value, wait_s=0.01)
                 sent_at[c, s] = ts
                 seqs[c] = s + 1
                 due[c] += frame_ms / 1000

@@ -36,7 +36,9 @@ from rich.table import Table
 
 from bench._common import create_topics, exit_on_sigterm, load_average, machine, synthetic_frames
 from schemas.frames import decode_frame
-from streams.pipeline import ProcessorConfig, StreamProcessor
+from streams.kafka_client import produce
+from streams.pipeline import StreamProcessor
+from streams.settings import ProcessorConfig
 
 RATE = 8000
 
@@ -92,12 +94,7 @@ def prefill(broker: str, topic: str, frames, partitions: int) -> None:
     p = Producer({"bootstrap.servers": broker, "linger.ms": 20, "batch.size": 1_000_000,
                   "queue.buffering.max.messages": 500_000, "compression.type": "none"})
     for key, value in frames:
-        while True:
-            try:
-                p.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                p.poll(0.05)
+        produce(p, topic, key, value)
         p.poll(0)
     left = p.flush(60)
     if left:

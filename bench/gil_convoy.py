@@ -8,7 +8,7 @@ network (``VoiceToneModel.jit``, the default) runs the forward in C++ with the G
 Prints, for eager and traced, with the default and a 0.5 ms switch interval, ms per ``predict`` alone
 and beside the busy thread, their ratio, and one JSON line. The same for the numpy work before the
 model (silence gate, stacking, 8 -> 16 kHz resampling as the worker did before it read 8 kHz as it is:
-``streams.pipeline.model_batch`` without ``reads_rate``) on a batch of
+``streams.inference.model_batch`` without ``reads_rate``) on a batch of
 the bundled calls' windows, done as one block and window by window: each numpy call on a large array
 gives the GIL up too, which is why the worker does this work on its loop, not in the model thread.
 
@@ -45,7 +45,8 @@ def ms_per_call(m, x, reps: int, call=None) -> float:
 def sample_windows(n: int):
     """`n` 5 s windows of the bundled 8 kHz sample calls, as the worker cuts them, and their rates."""
     from bench._common import synthetic_frames
-    from streams.pipeline import ProcessorConfig, StreamProcessor
+    from streams.pipeline import StreamProcessor
+    from streams.settings import ProcessorConfig
 
     proc = StreamProcessor(ProcessorConfig(), "probe", 16000)
     frames = synthetic_frames(max(2, n), 60, 100, 8000)
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
                 busy = beside_busy_thread(m, x, args.reps)
                 rows.append({"network": "traced" if jit else "eager", "switch_interval_ms": interval * 1000,
                              "alone_ms": alone, "beside_busy_thread_ms": busy, "slowdown": busy / alone})
-        from streams.pipeline import model_batch
+        from streams.inference import model_batch
         from streams.silence import SilenceGate
 
         windows, rates = sample_windows(args.batch)

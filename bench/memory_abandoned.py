@@ -22,7 +22,8 @@ import numpy as np
 from schemas.audio import encode_audio
 from schemas.frames import encode_frame
 from streams.heap import release_free_memory
-from streams.pipeline import ProcessorConfig, StreamProcessor
+from streams.pipeline import StreamProcessor
+from streams.settings import ProcessorConfig
 
 
 def rss_mb() -> float:

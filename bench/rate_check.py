@@ -31,7 +31,7 @@ from model.data.dataset import AudioCache
 from model.data.manifest import read_manifest
 from model.evaluate import combine_windows, paired_comparison, window_starts
 from schemas.resample import resample_fft_rows
-from streams.batching import stack_windows
+from streams.stacking import stack_windows
 
 N_BOOT = 1000   # bootstrap resamples of the paired UA interval
 

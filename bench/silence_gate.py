@@ -30,7 +30,7 @@ from model.data.dataset import AudioCache
 from model.data.manifest import read_manifest
 from model.evaluate import SAMPLE_RATE, _run_windows, window_starts
 from streams.offline import OfflineRunner
-from streams.pipeline import ProcessorConfig
+from streams.settings import ProcessorConfig
 from streams.silence import loudest_frame_dbfs
 
 WINDOW_S, HOP_S = 5.0, 2.5

@@ -121,7 +121,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from confluent_kafka import Consumer
 
     from examples._consume import run_loop
-    from voicetone.settings import Settings
+    from streams.settings import Settings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--broker", default=None, help="bootstrap servers (default: VOICETONE_BROKER)")

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 
 LABELS = ("positive", "neutral", "negative")
 NO_SPEECH = "no_speech"
+#: a segment whose speech probability is below this is silence: no active speech, label ``no_speech``
+SPEECH_THRESHOLD = 0.5
+#: ``current`` covers the most recent this-much active speech (the contract's "last 30 s")
+CURRENT_SPEECH_MS = 30_000
 _STATE_VERSION = 1
 
 
@@ -75,7 +79,7 @@ class ChannelAggregate:
     on the channel's partition, so "older index" always means "replay".
     """
 
-    def __init__(self, current_speech_ms: int = 30000, speech_threshold: float = 0.5) -> None:
+    def __init__(self, current_speech_ms: int = CURRENT_SPEECH_MS, speech_threshold: float = SPEECH_THRESHOLD) -> None:
         self.current_speech_ms = current_speech_ms
         self.speech_threshold = speech_threshold
         self.last_index = -1

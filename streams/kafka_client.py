@@ -220,6 +220,19 @@ def client_config(settings, watch: Optional[BrokerWatch] = None, quiet: bool = F
     return conf
 
 
+def produce(producer, topic: str, key: Optional[bytes], value: bytes, on_delivery=None,
+            wait_s: float = 0.05) -> None:
+    """Queue one message on a confluent-kafka `producer`; while its local queue is full (``BufferError``),
+    serve delivery reports for up to `wait_s` and try again."""
+    extra = {} if on_delivery is None else {"on_delivery": on_delivery}
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, **extra)
+            return
+        except BufferError:
+            producer.poll(wait_s)
+
+
 def _addresses(broker_list: str) -> list[tuple[str, int]]:
     out = []
     for part in broker_list.split(","):

@@ -1,15 +1,18 @@
 """Run the worker's logic over in-memory frames, with no broker.
 
 `voicetone analyze` and the tests use this: the same `StreamProcessor`,
-`Batcher`, silence gate and `run_model` as the Faust agent, driven synchronously.
+`Batcher`, silence gate and `run_model` as the worker, driven synchronously. The
+events come out as a consumer of the topics reads them: the JSON the worker publishes.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Optional
 
-from streams.batching import Batcher
-from streams.pipeline import Output, ProcessorConfig, StreamProcessor, run_model
+from schemas.events import as_json_dict
+from streams.inference import Batcher, run_model
+from streams.pipeline import Output, StreamProcessor
+from streams.settings import ProcessorConfig
 from streams.silence import SilenceGate
 
 
@@ -27,12 +30,12 @@ class OfflineRunner:
     def _collect(self, out: Output) -> None:
         for w in out.windows:
             self.batcher.add(w, 0.0)
-        self.events.extend(out.dead_letters)
+        self.events.extend(map(as_json_dict, out.dead_letters))
         # segments and aggregates interleave per window, as the worker publishes them
         for seg, agg in zip(out.segments, out.aggregates):
-            self.events.append(seg)
-            self.events.append(agg)
-        self.events.extend(out.calls)
+            self.events.append(as_json_dict(seg))
+            self.events.append(as_json_dict(agg))
+        self.events.extend(map(as_json_dict, out.calls))
 
     def _run(self, batch) -> None:
         rates = [self.processor.rate_of(w) for w in batch]

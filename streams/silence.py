@@ -17,10 +17,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from streams.batching import shape_groups
+from streams.settings import default
+from streams.stacking import shape_groups
 
 FRAME_MS = 20
-DEFAULT_THRESHOLD_DBFS = -55.0
+DEFAULT_THRESHOLD_DBFS = default("silence_dbfs")
 SILENT_SENTIMENT = np.full(3, 1.0 / 3.0, dtype=np.float32)
 
 Infer = Callable[[list, list], tuple[np.ndarray, np.ndarray]]

@@ -7,7 +7,7 @@ from typing import Callable, Optional, Sequence
 
 import orjson
 
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 #: the widest label (`no_speech`): label columns never get narrower, so a label is never cut
 LABEL_WIDTH = 9
@@ -22,7 +22,6 @@ def analyze_files(settings: Settings, files: Sequence[str], frame_ms: int = 100,
     ``meta`` each channel's first frame carries it."""
     from model import load
     from streams.offline import OfflineRunner
-    from streams.pipeline import ProcessorConfig
     from voicetone.framing import iter_frames, load_source
 
     sources = [load_source(path) for path in files]   # every file readable before the model loads
@@ -31,7 +30,7 @@ def analyze_files(settings: Settings, files: Sequence[str], frame_ms: int = 100,
     total_s = sum(src.duration_s for src in sources)
     events: list[dict] = []
     for src in sources:
-        runner = OfflineRunner(model, ProcessorConfig.from_settings(settings), settings.max_batch_size)
+        runner = OfflineRunner(model, settings, settings.max_batch_size)
         # f32le keeps the file's samples exactly
         frames = iter_frames(src, frame_ms, "f32le", with_ts=start_ts_ms is not None,
                              ts_start_ms=start_ts_ms or 0, meta=meta)

@@ -24,7 +24,7 @@ CONNECT_TIMEOUT_S = 10.0
 
 def _settings(args, **extra):
     """Settings from VOICETONE_* env vars, overridden by the flags given."""
-    from voicetone.settings import Settings
+    from streams.settings import Settings
 
     overrides = {k: v for k, v in extra.items() if v is not None}
     for name in ("broker", "device", "precision", "model_path"):
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_cli(tsub)
 
     from model.evaluate import add_cli as add_evaluate_cli
-    from schemas.export import add_cli as add_schemas_cli
+    from schemas.json_schemas import add_cli as add_schemas_cli
     from voicetone.report import add_cli as add_report_cli
     add_evaluate_cli(sub)
     add_schemas_cli(sub)
@@ -318,7 +318,7 @@ def failure(exc: BaseException) -> tuple[Optional[int], str]:
     from schemas.wav import WavError
     from streams.kafka_client import BrokerUnavailable
     from voicetone.broker import BrokerError
-    from voicetone.settings import describe_error
+    from streams.settings import describe_error
 
     if isinstance(exc, BrokerUnavailable):
         return EXIT_UNAVAILABLE, str(exc)

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import orjson
 
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 SAMPLES = Path(__file__).parent / "samples"
 # short consumer-group timings: the demo's worker joins in seconds, not a minute
@@ -65,7 +65,7 @@ def run_demo(settings: Settings, out_dir: str = "voicetone-demo", speed: float =
             broker = EmbeddedBroker(log_path=str(out / "broker.log")).start()
             settings = settings.model_copy(update={"broker": broker.url})
             console.print(f"[bold]embedded broker[/] on {broker.url}")
-        from streams.agent import ensure_topics
+        from streams.app import ensure_topics
         ensure_topics(settings)
         worker = start_worker(settings, out / "worker.log")
         console.print(f"[bold]worker[/] started (pid {worker.pid}); log in {out / 'worker.log'}")

@@ -6,7 +6,7 @@ import time
 from typing import Optional, Sequence
 
 from voicetone.framing import load_source, merge_sources
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 
 def replay(settings: Settings, files: Sequence[str], call_id: Optional[str] = None, channel: Optional[str] = None,
@@ -21,7 +21,7 @@ def replay(settings: Settings, files: Sequence[str], call_id: Optional[str] = No
     from confluent_kafka import Producer
     from rich.progress import Progress
 
-    from streams.kafka_client import BrokerUnavailable, BrokerWatch, client_config, connect
+    from streams.kafka_client import BrokerUnavailable, BrokerWatch, client_config, connect, produce
 
     if call_id and len(files) > 1:
         raise ValueError("--call-id names one call: give one file, or let the file names be the call IDs")
@@ -48,12 +48,7 @@ def replay(settings: Settings, files: Sequence[str], call_id: Optional[str] = No
                 if delay > 0:
                     time.sleep(delay)
             value = _stamp(value)
-            while True:
-                try:
-                    producer.produce(settings.input_topic, key=key, value=value, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce(producer, settings.input_topic, key, value, on_delivery)
             producer.poll(0)
             sent += 1
             bar.update(task, completed=min(audio_t, total))

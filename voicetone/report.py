@@ -198,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.events:
         events = [e for e in load_events(args.events) if e.get("call_id") == args.call_id]
     else:
-        from voicetone.settings import Settings
+        from streams.settings import Settings
 
         from voicetone.cli import tool_logging
 

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 import orjson
 
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 COLOURS = {"positive": "green", "neutral": "yellow", "negative": "red", "no_speech": "dim"}
 

@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import Optional
 
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 log = logging.getLogger("voicetone.worker")
 
@@ -92,12 +92,13 @@ def tune_garbage_collector(settings: Settings) -> int:
 
 def run_worker(settings: Settings) -> int:
     """Serve /readyz first (not ready, and why: model loading, broker unreachable), load the model, wait
-    for the broker (`streams.agent.wait_for_broker`), then run the Faust worker."""
+    for the broker (`streams.app.wait_for_broker`), then run the Faust worker."""
     import faust
 
     from model import load
-    from streams.agent import Worker, wait_for_broker
+    from streams.app import wait_for_broker
     from streams.metrics import HealthState, Metrics, start_http_server
+    from streams.worker import Worker
     from voicetone.logs import setup_logging
 
     setup_logging(settings.log_level, json=settings.log_json)
@@ -121,7 +122,7 @@ def run_worker(settings: Settings) -> int:
              worker.partitions, settings.broker)
     log_allocator()
 
-    class _Worker(faust.Worker):
+    class _BoundedShutdown(faust.Worker):
         """Faust's worker with a bounded shutdown: SIGTERM/SIGINT start a clean
         stop and a timer that exits hard if the stop hangs."""
 
@@ -133,7 +134,7 @@ def run_worker(settings: Settings) -> int:
         def _on_sigint(self) -> None:
             self._on_sigterm()
 
-    fw = _Worker(worker.app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    fw = _BoundedShutdown(worker.app, loglevel=settings.log_level, quiet=True, override_logging=False)
     frozen = tune_garbage_collector(settings)
     log.info("garbage collector: %d start-up objects frozen, youngest generation collected every %d allocations",
              frozen, settings.gc_threshold)

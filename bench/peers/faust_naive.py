@@ -29,7 +29,7 @@ import orjson
 
 from bench.peers.common import (HOP_MS, WINDOW_MS, aggregate_event, load_model, predict_one,
                                 samples_of, segment_event, unpack)
-from streams.agent import faust_datadir, set_fetch_max_wait
+from streams.app import faust_datadir, set_fetch_max_wait
 from streams.aggregation import ChannelAggregate
 from schemas.events import event_id
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from schemas.wav import write_wav
 from tests.harness.events import aggregate, segment
 from voicetone.analyze import analyze_files, print_tables
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 
 def _events() -> list[dict]:

@@ -16,7 +16,7 @@ import soundfile
 from schemas.wav import WavError, read_audio, read_wav
 from tests.harness import ROOT
 from voicetone.cli import main
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 SAMPLE = ROOT / "voicetone" / "samples" / "call-billing-complaint.wav"
 FORMATS = {"flac": ("FLAC", None), "ogg": ("OGG", "VORBIS"), "opus": ("OGG", "OPUS"),

@@ -15,7 +15,7 @@ import pytest
 from streams.kafka_client import BrokerUnavailable, BrokerWatch, RateLimit, classify, connect
 from streams.metrics import HealthState
 from voicetone.cli import EXIT_UNAVAILABLE, build_parser, main
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 SAMPLE = "voicetone/samples/call-delivery-thanks.wav"
 TIMEOUT_S = 3.0
@@ -142,7 +142,7 @@ def test_repeated_client_lines_are_held_back_and_counted():
 
 
 def test_wait_for_broker_backs_off_and_says_why_on_readyz(closed_port, caplog):
-    from streams.agent import wait_for_broker
+    from streams.app import wait_for_broker
 
     health = HealthState()
     health.set_model_loaded()

@@ -16,7 +16,7 @@ from tests.harness.offline import EnergyModel, frames, run, tone
 from voicetone.chime import (COMPLETED, FAILURE, SUCCESSFUL, ChimeBridge, ChimeConfig, iso_ms, kinesis_record,
                              parse_roles, stream_sink, task_id)
 from voicetone.cli import main
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 # --- the guide's bodies ---------------------------------------------------------------------------------------
 # "Understanding notifications", Voice tone analysis events: the typical event, placeholders filled in as printed.

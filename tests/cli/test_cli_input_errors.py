@@ -15,7 +15,7 @@ from model.checkpoint import CheckpointError, load_checkpoint
 from schemas.wav import write_wav
 from tests.harness import ROOT
 from voicetone.cli import EXIT_INTERRUPTED, EXIT_USAGE, main
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 
 

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from tests.harness.events import aggregate, segment
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 pytestmark = pytest.mark.broker
 

@@ -18,7 +18,8 @@ from typing import Callable, Iterator, Optional
 import orjson
 
 from voicetone.broker import stop_process_group
-from voicetone.settings import Settings
+from streams.kafka_client import produce as produce_one
+from streams.settings import Settings
 
 FAST_GROUP = {"VOICETONE_REBALANCE_TIMEOUT_S": "3", "VOICETONE_SESSION_TIMEOUT_S": "6",
               "VOICETONE_HEARTBEAT_INTERVAL_S": "1", "VOICETONE_COMMIT_INTERVAL_S": "1"}
@@ -60,12 +61,7 @@ def produce(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
 
     p = Producer({**settings.confluent_config(), "linger.ms": 5})
     for key, value in messages:
-        while True:
-            try:
-                p.produce(settings.input_topic, key=key, value=value)
-                break
-            except BufferError:
-                p.poll(0.05)
+        produce_one(p, settings.input_topic, key, value)
     assert p.flush(30) == 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from schemas.audio import encode_audio
+from schemas.events import as_json_dict
 from schemas.frames import encode_frame
 from streams.offline import OfflineRunner
 
@@ -56,3 +57,8 @@ def run(messages, model=None, config=None, batch=4):
     r = OfflineRunner(model or EnergyModel(), config, max_batch_size=batch)
     r.feed(messages)
     return r.finish()
+
+
+def published(out) -> list[dict]:
+    """The segment, aggregate and call events of a processor's output, as a consumer reads them."""
+    return [as_json_dict(e) for e in out.segments + out.aggregates + out.calls]

@@ -24,7 +24,8 @@ import numpy as np
 import orjson
 
 from voicetone.broker import EmbeddedBroker, free_port, stop_process_group
-from voicetone.settings import Settings
+from streams.kafka_client import produce
+from streams.settings import Settings
 
 SLOW = os.environ.get("VOICETONE_SLOW_TESTS") == "1"
 
@@ -106,13 +107,8 @@ def produce_all(settings: Settings, messages: Iterable[tuple[Optional[bytes], by
     errors: list[str] = []
     n = 0
     for key, value in messages:
-        while True:
-            try:
-                p.produce(topic or settings.input_topic, key=key, value=value,
-                          on_delivery=lambda err, msg: err is not None and errors.append(str(err)))
-                break
-            except BufferError:
-                p.poll(0.05)
+        produce(p, topic or settings.input_topic, key, value,
+                lambda err, msg: err is not None and errors.append(str(err)))
         p.poll(0)
         n += 1
     left = p.flush(60)
@@ -159,12 +155,7 @@ class PacedProducer(threading.Thread):
                 delay = start + due - time.monotonic()
                 if delay > 0 and self.stop_flag.wait(delay):
                     return
-                while True:
-                    try:
-                        p.produce(self.settings.input_topic, key=key, value=value, on_delivery=on_delivery)
-                        break
-                    except BufferError:
-                        p.poll(0.05)
+                produce(p, self.settings.input_topic, key, value, on_delivery)
                 p.poll(0)
                 self.sent += 1
             if p.flush(60) or errors:
@@ -383,7 +374,7 @@ def base_settings(broker_url: str, model_path: Path, **kw) -> Settings:
 
 
 def create_topics(settings: Settings) -> None:
-    from streams.agent import ensure_topics
+    from streams.app import ensure_topics
 
     ensure_topics(settings)
 

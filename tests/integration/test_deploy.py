@@ -12,7 +12,7 @@ import yaml
 
 from streams.metrics import HEALTHZ_PATH, METRIC_NAMES, METRICS_PATH, READYZ_PATH  # noqa: E402
 from tests.harness import ROOT  # noqa: E402
-from voicetone.settings import Settings  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 
 DEPLOY = ROOT / "deploy"
 DOCKERFILES = [DEPLOY / "Dockerfile", DEPLOY / "Dockerfile.cuda"]

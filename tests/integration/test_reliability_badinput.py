@@ -33,6 +33,7 @@ import msgpack
 import pytest
 
 from schemas.errors import REASONS
+from streams.kafka_client import produce
 from tests.harness.reliability import (SLOW, call_frames, check_against_reference, dump_events, make_calls,
                                 prepare_live, running_broker, tiny_model_path, WorkerProc, workers)
 
@@ -202,12 +203,7 @@ def _fuzz_run(tmp_path, files, bad: list[tuple[str, bytes, bytes]]) -> dict:
 
                 started = time.monotonic()
                 for i, (kind, key, value) in enumerate(stream):
-                    while True:
-                        try:
-                            p.produce(settings.input_topic, key=key, value=value, on_delivery=report(i))
-                            break
-                        except BufferError:
-                            p.poll(0.05)
+                    produce(p, settings.input_topic, key, value, report(i))
                     p.poll(0)
                 assert p.flush(120) == 0 and not errors, errors[:5]
                 produced_s = time.monotonic() - started

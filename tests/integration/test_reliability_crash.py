@@ -114,7 +114,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_are_identical(tm
 
 # ------------------------------------------------------------------ deterministic reproduction
 def _apply(p, windows, model):
-    from streams.pipeline import prepare_batch
+    from streams.inference import prepare_batch
 
     sp, se = model.predict(*prepare_batch(windows, [16000] * len(windows), 16000))
     return p.apply_results(windows, sp, se)
@@ -125,11 +125,12 @@ def test_checkpoint_completed_late_does_not_commit_frames_ingested_after_it():
 
     A checkpoint waits for in-flight windows; meanwhile new frames are consumed. When no open
     channel needs an old frame the watermark is None, and the agent then acks every queued frame
-    (`streams/agent.py` `_commit_checkpoint`), including frames consumed *after* the snapshot,
+    (`streams/recovery.py` `Recovery.queue_checkpoint`), including frames consumed *after* the snapshot,
     whose state is not in it. After a crash the new owner resumes past them: a call that started
     in that gap loses its first frames (silence-filled, or shifted windows)."""
-    from streams.pipeline import ProcessorConfig, StreamProcessor
-    from tests.harness.offline import EnergyModel, frames, tone
+    from streams.pipeline import StreamProcessor
+    from streams.settings import ProcessorConfig
+    from tests.harness.offline import EnergyModel, frames, published, tone
 
     model = EnergyModel()
     a = frames("call-a", "0", tone(6.0, 300))            # ends at its last frame
@@ -142,7 +143,7 @@ def test_checkpoint_completed_late_does_not_commit_frames_ingested_after_it():
     for k, v in a:                                           # call A, whose last windows stay in flight
         out = p.ingest(v, k, 0, offset)
         in_flight += out.windows
-        before += out.segments + out.aggregates + out.calls
+        before += published(out)
         offset += 1
     assert p.request_checkpoint(0).checkpoints == []      # pending: A's windows are in flight
     for k, v in b[:12]:                                      # call B starts meanwhile
@@ -150,7 +151,7 @@ def test_checkpoint_completed_late_does_not_commit_frames_ingested_after_it():
         assert not out.windows
         offset += 1
     res = _apply(p, in_flight, model)
-    before += res.segments + res.aggregates + res.calls
+    before += published(res)
     [(_, state, watermark)] = res.checkpoints
     # the agent acks (so Kafka commits) every consumed frame below the watermark, all of them if None
     committed = watermark if watermark is not None else offset
@@ -162,9 +163,9 @@ def test_checkpoint_completed_late_does_not_commit_frames_ingested_after_it():
         k, v = msgs[off]
         out = q.ingest(v, k, 0, off)
         pending += out.windows
-        after += out.segments + out.aggregates + out.calls
+        after += published(out)
     res = _apply(q, pending, model)
-    after += res.segments + res.aggregates + res.calls
+    after += published(res)
     got = {}
     for e in before + after:
         got.setdefault((e["type"], e["call_id"], e.get("segment_index")), []).append(e)
@@ -175,14 +176,16 @@ def test_checkpoint_completed_late_does_not_commit_frames_ingested_after_it():
 
 
 def _collect_clean(msgs, model) -> dict:
-    from streams.pipeline import ProcessorConfig, StreamProcessor
+    from streams.pipeline import StreamProcessor
+    from streams.settings import ProcessorConfig
+    from tests.harness.offline import published
 
     p = StreamProcessor(ProcessorConfig(), "v")
     events, pending = [], []
     for off, (k, v) in enumerate(msgs):
         out = p.ingest(v, k, 0, off)
         pending += out.windows
-        events += out.segments + out.aggregates + out.calls
+        events += published(out)
     res = _apply(p, pending, model)
-    events += res.segments + res.aggregates + res.calls
+    events += published(res)
     return {(e["type"], e["call_id"], e.get("segment_index")): e for e in events}

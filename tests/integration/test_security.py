@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ROOT
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 CODE_DIRS = ("model", "streams", "voicetone", "schemas", "bench", "examples")
 
@@ -71,7 +71,7 @@ def test_worker_works_with_scram_credentials(tmp_path):
 
 @pytest.mark.parametrize("mech", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_sasl_settings_reach_both_kafka_clients(mech):
-    from streams.agent import faust_security
+    from streams.app import faust_security
 
     s = Settings(security_protocol="SASL_SSL", sasl_mechanism=mech, sasl_username="u", sasl_password="p")
     conf = s.confluent_config()

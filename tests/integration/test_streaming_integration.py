@@ -68,7 +68,7 @@ def test_two_calls_and_bad_frames(broker, tmp_path):
     expect = {("call-a", "agent"): expected_windows(12.0), ("call-b", "customer"): expected_windows(7.3)}
     total_segments = sum(len(v) for v in expect.values())
 
-    from streams.agent import ensure_topics
+    from streams.app import ensure_topics
     ensure_topics(s)
     with running_worker(s, tmp_path / "worker.log") as worker:
         produce(s, messages)

@@ -92,7 +92,7 @@ def test_reduced_precision_is_not_traced():
 
 
 def test_jit_can_be_switched_off_from_settings(monkeypatch):
-    from voicetone.settings import Settings
+    from streams.settings import Settings
 
     monkeypatch.setenv("VOICETONE_JIT", "false")
     s = Settings()

@@ -12,7 +12,7 @@ from model.config import tiny_config
 from model.features import LogMel, mel_filterbank, resample_fft_torch
 from model.inference import VoiceToneModel
 from schemas.resample import resample_fft_rows
-from streams.pipeline import model_batch, model_batch_for, predict_batch, prepare_batch, run_model
+from streams.inference import model_batch, model_batch_for, predict_batch, prepare_batch, run_model
 from streams.silence import SilenceGate
 from streams.windowing import Window
 

@@ -14,7 +14,7 @@ from schemas.codecs import EventCodec, register_codecs
 from schemas.errors import FrameError
 from schemas.events import (AggregateEvent, CallEvent, DeadLetter, SegmentEvent, Sentiment, Summary, event_id,
                             make_dead_letter, parse_event, to_json)
-from schemas.export import SCHEMAS, add_cli, export_json_schemas
+from schemas.json_schemas import SCHEMAS, add_cli, export_json_schemas
 from tests.harness import ROOT
 
 S = Sentiment(positive=0.1, neutral=0.7, negative=0.2)

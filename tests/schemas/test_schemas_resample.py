@@ -162,7 +162,7 @@ def test_fft_rows_equal_each_row_alone_and_the_double_precision_answer():
 
 def test_prepare_batch_resamples_mixed_rates_like_one_window_at_a_time():
     from schemas.resample import resample_fft
-    from streams.pipeline import prepare_batch
+    from streams.inference import prepare_batch
     from streams.windowing import Window
 
     rng = np.random.default_rng(4)

@@ -7,8 +7,8 @@ import faust.transport.drivers.aiokafka as driver
 import pydantic
 import pytest
 
-from streams.agent import set_fetch_max_wait
-from voicetone.settings import Settings
+from streams.app import set_fetch_max_wait
+from streams.settings import Settings
 from voicetone.worker import apply_process_settings, tune_garbage_collector
 
 
@@ -33,7 +33,7 @@ def _unit_worker(monkeypatch, owned):
     """A Worker with no Kafka behind it, owning partitions ``owned``, that records what ``ingest_many`` gets."""
     from types import SimpleNamespace
 
-    from streams.agent import Worker
+    from streams.worker import Worker
 
     model = SimpleNamespace(version="test", sample_rate=16000)
     w = Worker(Settings(broker="localhost:1", app_id="vt-unit"), model=model, partitions=2)
@@ -58,7 +58,7 @@ def _record(partition, offset, seq, samples=1600):
 
 
 def _fetch(partition, *records):
-    """One event per partition fetch, as streams.batch_consumer makes them."""
+    """One event per partition fetch, as streams.app's consumer makes them."""
     from types import SimpleNamespace
 
     return SimpleNamespace(message=SimpleNamespace(partition=partition, value=list(records)))
@@ -81,10 +81,10 @@ def test_a_backlog_is_ingested_in_bounded_chunks(monkeypatch):
     """A worker catching up takes many full fetches at once; they are ingested INGEST_BYTES_MAX at a
     time (so the model queue's back-pressure acts between chunks), in offset order, every frame once,
     and cut into the same windows as one batch would be."""
-    import streams.agent as agent
+    import streams.worker as worker_module
 
     frames = [_record(0, o, o) for o in range(10)]   # 0.1 s each: 10 frames, 1 s of audio
-    monkeypatch.setattr(agent, "INGEST_BYTES_MAX", 3 * len(frames[0].value))
+    monkeypatch.setattr(worker_module, "INGEST_BYTES_MAX", 3 * len(frames[0].value))
     w, batches = _unit_worker(monkeypatch, owned={0})
     w.restored.add(0)
     w.next_offset[0] = 0
@@ -140,7 +140,7 @@ def test_model_threads_run_at_a_lower_priority_than_the_event_loop():
     import threading
     from types import SimpleNamespace
 
-    from streams.agent import Worker
+    from streams.worker import Worker
 
     def niceness():
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
@@ -155,9 +155,9 @@ def test_model_threads_run_at_a_lower_priority_than_the_event_loop():
 def test_an_app_without_the_monitor_sensor_rebalances_without_warnings(caplog):
     """The worker's app drops Faust's Monitor (its only sensor); Faust then took the empty per-sensor
     state for a missing one and logged two warnings on every rebalance."""
-    from streams.agent import _App
+    from streams.app import FaustApp
 
-    app = _App("test-no-monitor", broker="kafka://localhost:1", store="memory://", web_enabled=False)
+    app = FaustApp("test-no-monitor", broker="kafka://localhost:1", store="memory://", web_enabled=False)
     app.on_init_dependencies()
     assert app.monitor not in app.sensors
     with caplog.at_level("WARNING"):
@@ -177,7 +177,7 @@ def test_housekeeping_does_not_end_channels_of_a_partition_with_a_backlog(monkey
 
     from schemas.audio import encode_audio
     from schemas.frames import encode_frame
-    from streams.agent import Worker
+    from streams.worker import Worker
 
     model = SimpleNamespace(version="test", sample_rate=16000)
     w = Worker(Settings(broker="localhost:1", app_id="vt-unit", idle_timeout_s=30), model=model, partitions=2)
@@ -188,7 +188,7 @@ def test_housekeeping_does_not_end_channels_of_a_partition_with_a_backlog(monkey
                               "encoding": "pcm_s16le", "audio": audio})
         w.processor.ingest_many([(value, f"c{partition}".encode(), partition, 0)], now=0.0)
     sent = []
-    monkeypatch.setattr(w, "_send", lambda topic, key, value: sent.append(key))
+    monkeypatch.setattr(w.publisher, "send", lambda topic, key, value: sent.append(key))
     w._expire_idle(100.0, {0: 250, 1: 0})
     assert w.processor.open_channels == 1 and sent and set(sent) == {b"c1"}
     w._expire_idle(100.0, {0: 0})

@@ -1,11 +1,11 @@
-"""The consumer that hands the frames topic over one partition fetch per event (streams/batch_consumer.py)."""
+"""The consumer that hands the frames topic over one partition fetch per event (streams/app.py)."""
 
 import asyncio
 from types import SimpleNamespace
 
 from faust.types import TP
 
-from streams.batch_consumer import batching_consumer
+from streams.app import batching_consumer
 
 
 class FakeFaustConsumer:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.batching import Batcher, stack_windows
+from streams.inference import Batcher
+from streams.stacking import stack_windows
 from streams.windowing import Window
 
 

@@ -1,7 +1,7 @@
 """Inference failures split or skip the batch, are counted, and never kill the worker.
 
 A model that raises out-of-memory on batches larger than 2 and returns NaN for one
-poisoned window, driven through the worker's own batch runner (`Worker._run_batch`)
+poisoned window, driven through the worker's own batch runner (`InferenceLoop.run_batch`)
 and the processor: every good window still gets its segment, the poisoned one is
 dead-lettered, and the error metric counts the failed model calls. No broker: the
 Faust app is built but never started.
@@ -13,9 +13,9 @@ import asyncio
 
 import numpy as np
 
-from streams.agent import Worker
+from streams.worker import Worker
 from tests.harness.offline import EnergyModel, frames, tone
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 POISON = 0.123
 
@@ -56,7 +56,7 @@ def test_out_of_memory_splits_the_batch_and_nan_output_is_dead_lettered(tmp_path
     windows = _one_window_per_call(w, "call", [300, 400, 500, 600], poisoned=2)
     assert len(windows) == 4
 
-    speech, sentiment, batch = asyncio.run(w._run_batch(windows))
+    speech, sentiment, batch = asyncio.run(w.inference.run_batch(windows))
     out = w.processor.apply_results(batch, speech, sentiment)
 
     assert model.calls[0] == 4 and max(model.calls[1:]) <= 2      # split after the OOM, then served
@@ -77,7 +77,7 @@ def test_a_window_that_always_fails_is_skipped_and_the_rest_are_served():
 
     w = Worker(Settings(app_id="t-infer2", broker="127.0.0.1:1", metrics_port=0), model=Broken(), partitions=1)
     windows = _one_window_per_call(w, "x", [400, 450, 500], poisoned=1)
-    speech, sentiment, batch = asyncio.run(w._run_batch(windows))
+    speech, sentiment, batch = asyncio.run(w.inference.run_batch(windows))
     assert np.isnan(speech[1]) and not np.isnan(speech[[0, 2]]).any()
     out = w.processor.apply_results(batch, speech, sentiment)
     assert sorted(e["call_id"] for e in out.segments) == ["x-0", "x-2"]
@@ -109,7 +109,7 @@ def test_the_model_threads_cpu_time_is_counted():
         w = Worker(Settings(app_id=f"t-cpu-{spin}", broker="127.0.0.1:1", metrics_port=0), model=Spinning(spin),
                    partitions=1)
         windows = _one_window_per_call(w, f"cpu{spin}", [300, 400], poisoned=-1)
-        asyncio.run(w._run_batch(windows))
+        asyncio.run(w.inference.run_batch(windows))
         counted[spin] = w.metrics.inference_cpu_seconds._value.get()
         w.executor.shutdown(wait=True)
     assert 0.05 <= counted[True] < 1.0

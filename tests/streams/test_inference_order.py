@@ -13,9 +13,9 @@ import time
 
 import orjson
 
-from streams.agent import Worker
+from streams.worker import Worker
 from tests.harness.offline import EnergyModel, frames, tone
-from voicetone.settings import Settings
+from streams.settings import Settings
 
 
 class SlowFirstModel(EnergyModel):
@@ -42,17 +42,17 @@ def test_concurrent_model_calls_apply_in_window_order(monkeypatch):
     w = Worker(Settings(app_id="t-order", broker="127.0.0.1:1", metrics_port=0, max_batch_size=1,
                         max_batch_wait_ms=0, inference_workers=2), model=model, partitions=1)
     sent = []
-    monkeypatch.setattr(w, "_send", lambda topic, key, value: sent.append(orjson.loads(value)))
+    monkeypatch.setattr(w.publisher, "send", lambda topic, key, value: sent.append(orjson.loads(value)))
     windows = []
     for offset, (k, v) in enumerate(frames("call-1", "agent", tone(15.0, 300), end=False)):
         windows += w.processor.ingest(v, k, 0, offset).windows
     assert len(windows) == 5
 
     async def main():
-        task = asyncio.ensure_future(w._inference_loop())
+        task = asyncio.ensure_future(w.inference.run())
         for win in windows:
-            w.batcher.add(win, time.monotonic())
-        w.wakeup.set()
+            w.inference.batcher.add(win, time.monotonic())
+        w.inference.wakeup.set()
         deadline = time.monotonic() + 10
         while sum(e["type"] == "segment" for e in sent) < len(windows) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from schemas.audio import encode_audio
-from streams.pipeline import ProcessorConfig, StreamProcessor, prepare_batch
-from tests.harness.offline import EnergyModel, frames, run, tone
+from streams.inference import prepare_batch
+from streams.pipeline import StreamProcessor
+from streams.settings import ProcessorConfig
+from tests.harness.offline import EnergyModel, frames, published, run, tone
 
 
 def test_segments_aggregates_and_summary_per_channel():
@@ -116,19 +118,19 @@ def _drive(p, messages, partition=0, start_offset=0, model=EnergyModel(), checkp
             return events, states
         out = p.ingest(v, k, partition, off)
         pending += out.windows
-        events += out.segments + out.aggregates + out.calls
+        events += published(out)
         if len(pending) >= 3:
             sp, se = model.predict(*prepare_batch(pending, [16000] * len(pending), 16000))
             res = p.apply_results(pending, sp, se)
             pending = []
-            events += res.segments + res.aggregates + res.calls
+            events += published(res)
             states += res.checkpoints
         if checkpoint_every and off % checkpoint_every == 0:
             states += p.request_checkpoint(partition).checkpoints
     if pending:
         sp, se = model.predict(*prepare_batch(pending, [16000] * len(pending), 16000))
         res = p.apply_results(pending, sp, se)
-        events += res.segments + res.aggregates + res.calls
+        events += published(res)
         states += res.checkpoints
     return events, states
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from streams.offline import OfflineRunner
-from streams.pipeline import ProcessorConfig
+from streams.settings import ProcessorConfig
 from streams.silence import SILENT_SENTIMENT, SilenceGate, loudest_frame_dbfs
 from tests.harness.offline import EnergyModel, frames
 

@@ -12,17 +12,55 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseSettings):
+class ProcessorConfig(BaseModel):
+    """What the stream processor needs: window geometry, frame limits, the silence gate, caps. The service's
+    `Settings` inherit these fields, so each default is written here once; the offline runner and the tests
+    build this alone, without reading the environment."""
+
+    input_topic: str = Field("audio.frames", description="Topic of the audio frames (named in dead letters)")
+    silence_dbfs: float = Field(-55.0, le=0, description="A window whose loudest 20 ms is below this level skips "
+                                "the model (speech 0, label no_speech); -inf: every window goes to the model")
+
+    # --- windowing -----------------------------------------------------------
+    window_ms: int = Field(5000, ge=500, le=60_000, description="Audio per segment")
+    hop_ms: int = Field(2500, ge=100, description="Audio between the starts of two segments; at most window_ms")
+    min_last_window_ms: int = Field(1000, ge=0, description="A shorter last window is dropped; at most window_ms")
+    idle_timeout_s: float = Field(30.0, gt=0, description="A channel with no frames for this long is ended")
+    max_reorder_ms: int = Field(2000, ge=0, description="Frames later than this behind the newest are dead-lettered")
+    max_gap_ms: int = Field(10000, ge=0, description="A gap of missing frames longer than this is dead-lettered, not silence-filled")
+    max_frame_bytes: int = Field(1_000_000, ge=1, description="Frames larger than this are dead-lettered")
+    max_frame_ms: int = Field(5000, ge=1, description="Frames holding more audio than this are dead-lettered")
+    dlq_max_value_bytes: int = Field(262144, ge=0, description="Dead letters keep at most this many bytes of the raw value")
+    max_active_channels: int = Field(20000, ge=1, description="Cap on open (call, channel) states per worker")
+
+    @model_validator(mode="after")
+    def _window_relations(self) -> "ProcessorConfig":
+        if self.hop_ms > self.window_ms:
+            raise ValueError(f"hop_ms ({self.hop_ms}) must be at most window_ms ({self.window_ms})")
+        if self.min_last_window_ms > self.window_ms:
+            raise ValueError(f"min_last_window_ms ({self.min_last_window_ms}) must be at most window_ms "
+                             f"({self.window_ms})")
+        return self
+
+
+def default(name: str):
+    """The default of a `ProcessorConfig` field, for the pure cores' own constructor defaults."""
+    return ProcessorConfig.model_fields[name].default
+
+
+
+class Settings(BaseSettings, ProcessorConfig):
+    """Every tunable of the service; the processor's own (`ProcessorConfig`) are inherited."""
+
     model_config = SettingsConfigDict(env_prefix="VOICETONE_", extra="ignore")
 
     # --- Kafka ---------------------------------------------------------------
     broker: str = Field("kafka://localhost:9092", description="Broker URL(s), comma separated; kafka:// or plain host:port")
     app_id: str = Field("voicetone", description="Faust app id: the consumer group and the prefix of its changelog topics")
-    input_topic: str = "audio.frames"
     segments_topic: str = "sentiment.segments"
     aggregates_topic: str = "sentiment.aggregates"
     calls_topic: str = "sentiment.calls"
@@ -81,21 +119,6 @@ class Settings(BaseSettings):
     gc_threshold: int = Field(10_000, ge=1, description="Allocations between the garbage collector's youngest "
                               "collections (Python's default: 700); the worker allocates a few per frame, and "
                               "each collection is a pause of the event loop")
-    silence_dbfs: float = Field(-55.0, le=0, description="A window whose loudest 20 ms is below this level skips "
-                                "the model (speech 0, label no_speech); -inf: every window goes to the model")
-
-    # --- windowing -----------------------------------------------------------
-    window_ms: int = Field(5000, ge=500, le=60_000, description="Audio per segment")
-    hop_ms: int = Field(2500, ge=100, description="Audio between the starts of two segments; at most window_ms")
-    min_last_window_ms: int = Field(1000, ge=0, description="A shorter last window is dropped; at most window_ms")
-    idle_timeout_s: float = Field(30.0, gt=0, description="A channel with no frames for this long is ended")
-    max_reorder_ms: int = Field(2000, ge=0, description="Frames later than this behind the newest are dead-lettered")
-    max_gap_ms: int = Field(10000, ge=0, description="A gap of missing frames longer than this is dead-lettered, not silence-filled")
-    max_frame_bytes: int = Field(1_000_000, ge=1, description="Frames larger than this are dead-lettered")
-    max_frame_ms: int = Field(5000, ge=1, description="Frames holding more audio than this are dead-lettered")
-    dlq_max_value_bytes: int = Field(262144, ge=0, description="Dead letters keep at most this many bytes of the raw value")
-    max_active_channels: int = Field(20000, ge=1, description="Cap on open (call, channel) states per worker")
-
     # --- Amazon Chime SDK-shaped notifications (voicetone chime, watch/analyze --chime) ---
     chime_topic: str = Field("sentiment.chime", description="Topic the Chime bridge publishes notifications to")
     chime_interval_s: float = Field(5.0, gt=0, description="Audio between two VoiceToneAnalysisSuccessful "
@@ -141,12 +164,7 @@ class Settings(BaseSettings):
         return value.upper()
 
     @model_validator(mode="after")
-    def _relations(self) -> "Settings":
-        if self.hop_ms > self.window_ms:
-            raise ValueError(f"hop_ms ({self.hop_ms}) must be at most window_ms ({self.window_ms})")
-        if self.min_last_window_ms > self.window_ms:
-            raise ValueError(f"min_last_window_ms ({self.min_last_window_ms}) must be at most window_ms "
-                             f"({self.window_ms})")
+    def _heartbeat_relation(self) -> "Settings":
         if self.heartbeat_interval_s >= self.session_timeout_s:
             raise ValueError(f"heartbeat_interval_s ({self.heartbeat_interval_s:g}) must be shorter than "
                              f"session_timeout_s ({self.session_timeout_s:g})")
