@@ -40,7 +40,7 @@ def loudest_frame_dbfs_rows(block: np.ndarray, rate: int) -> np.ndarray:
     beside a busy event loop: bench/gil_convoy.py). Each row's level is computed as if alone
     (reductions run along the row), so a window's decision does not depend on its batch mates.
     Each frame's energy is one float32 dot product (`einsum`, no squared copy): 8x cheaper than squaring
-    into float64 and within 1e-6 dB of it (`tests/test_silence.py`)."""
+    into float64 and within 1e-6 dB of it (`tests/streams/test_silence.py`)."""
     x = np.asarray(block, dtype=np.float32)
     rows, size = x.shape
     if size == 0:
