@@ -14,7 +14,7 @@ from model.checkpoint import CheckpointError
 from model.config import ModelConfig
 from model.inference import VoiceToneModel, load
 from model.whisper_frontend import (WHISPER_BASE_SHA256, CT2WhisperEncoder, WhisperFrontEnd, WhisperLogMel,
-                                    pool_frames, read_ct2, slaney_filterbank)
+                                    ct2_first_blocks, pool_frames, read_ct2, slaney_filterbank)
 from schemas.wav import read_wav
 
 
@@ -44,6 +44,27 @@ def test_read_ct2_reads_names_shapes_and_types():
     assert sorted(got) == ["encoder/a", "encoder/c"]
     np.testing.assert_array_equal(got["encoder/a"], a)
     np.testing.assert_array_equal(got["encoder/c"], c)
+
+
+def test_ct2_first_blocks_drops_only_the_later_encoder_blocks():
+    t = {name: np.full((2,), i, dtype=np.float32) for i, name in enumerate(
+        ["encoder/conv1/weight", "encoder/layer_0/w", "encoder/layer_1/w", "encoder/layer_2/w", "encoder/layer_10/w",
+         "encoder/layer_norm/gamma", "decoder/layer_2/w"])}
+    got = read_ct2(ct2_first_blocks(_ct2_file(t), 2))
+    assert sorted(got) == ["decoder/layer_2/w", "encoder/conv1/weight", "encoder/layer_0/w", "encoder/layer_1/w",
+                           "encoder/layer_norm/gamma"]
+    np.testing.assert_array_equal(got["encoder/layer_norm/gamma"], t["encoder/layer_norm/gamma"])
+
+
+def test_ctranslate2_runs_the_first_blocks_as_torch_does():
+    """Fewer blocks in CTranslate2 (a file without the later ones) give torch's output of the same blocks."""
+    x = torch.randn(2, 40000, generator=torch.Generator().manual_seed(2)) * 0.1
+    lengths = torch.tensor([40000, 30000])
+    with torch.inference_mode():
+        a, ma = WhisperFrontEnd(3, stride=2).eval()(x, lengths)
+        b, mb = WhisperFrontEnd(3, stride=2, runtime="ctranslate2")(x, lengths)
+    assert torch.equal(ma, mb)
+    assert float((a - b).abs().max()) < 5e-3, "torch and CTranslate2 disagree on Whisper's first 3 blocks"
 
 
 def test_slaney_filters_cover_the_band_once_each():
